@@ -97,6 +97,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 # so the CLI keeps working while a package is being written.
 AREAS: list[tuple[str, str]] = [
     ("latency.cli", "register"),
+    ("nas.space_cli", "register"),
     ("nas.search_cli", "register"),
     ("netadapt.cli", "register"),
     ("nas.pipeline_cli", "register"),

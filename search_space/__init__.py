@@ -19,3 +19,4 @@ from .render import diff, render, render_diff  # noqa: E402
 from .torchvision_compat import load_torchvision_state_dict  # noqa: E402
 
 __all__ += ["diff", "render", "render_diff", "load_torchvision_state_dict"]
+from .spaces import SPACES, SearchSpace, get_space  # noqa: E402,F401
