@@ -1,0 +1,365 @@
+"""Controllers benchmark: rl, tpe, nsga2 and random at the same trial budget, several seeds.
+
+Every run is a real `nas search` (nas.search.run_search) on the same space, reward, latency
+table and proxy training; only the controller and its seed change. The proxy's own seeds
+(initial weights, data order) stay fixed across runs, so a net gets the same accuracy
+whichever run samples it: evaluations are cached across runs (and across invocations, in
+the output folder) and a net is trained once.
+
+Reported per run: best reward, the best net's accuracy and latency, trials needed to reach
+95% of the best reward found by any run (the raw criterion) and to close 95% of the gap
+between a random net's median reward and that best (raw 95% is reached at once when rewards
+sit in a narrow band), and whether the run found a net that beats MobileNetV3-Small (same
+proxy, same table) at equal or lower latency. With ``--confirm-seeds K`` the nets that beat
+it, and MobileNetV3-Small itself, are trained again with K other proxy seeds, and the
+verdict is taken on the mean (the proxy's seed-to-seed noise is of the order of the gaps).
+
+    python experiments/controllers.py                      # the README table (~15 min on 2 cores,
+                                                           # with this machine's latency table built)
+    python experiments/controllers.py --trials 40 --seeds 0,1,2,3 --steps 150 --proxy-resolution 32
+
+Budget flags: --trials, --seeds, --controllers, --steps, --proxy-resolution, --batch-size,
+--val-size, --confirm-seeds. Run again with the same flags to continue an interrupted run.
+Writes experiments/results/controllers.{csv,json,md,png} and per-run studies under
+experiments/results/controllers/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from search_space.errors import UserError  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REFERENCE = "mnv3-small"
+
+
+class EvalCache:
+    """Proxy results by (training spec, proxy settings), kept in a JSON file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, dict] = {}
+        if path.exists():
+            try:
+                self.data = json.loads(path.read_text())
+            except (json.JSONDecodeError, OSError):
+                self.data = {}
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(spec, proxy: dict, init_seed: int) -> str:
+        rows = [r.to_dict() for r in spec.rows]
+        text = json.dumps({"rows": rows, "geometry": [spec.resolution, spec.in_channels, spec.num_classes],
+                           "se_mode": spec.se_mode, "proxy": proxy, "init": init_seed}, sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    def get(self, key: str):
+        return self.data.get(key)
+
+    def put(self, key: str, value: dict) -> None:
+        self.data[key] = value
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.data))
+        os.replace(tmp, self.path)
+
+
+def cached_evaluator(cache: EvalCache, data, pcfg, init_seed: int):
+    from nas.search import Evaluation, proxy_evaluator
+
+    inner = proxy_evaluator(data, pcfg, init_seed=init_seed)
+    proxy = {k: v for k, v in pcfg.to_dict().items() if k not in ("threads", "device")}
+
+    def evaluate(spec):
+        key = cache.key(spec, proxy, init_seed)
+        hit = cache.get(key)
+        if hit is not None:
+            cache.hits += 1
+            return Evaluation(hit["accuracy"], hit["diverged"], 0.0, {"cached": True})
+        cache.misses += 1
+        ev = inner(spec)
+        cache.put(key, {"accuracy": ev.accuracy, "diverged": ev.diverged, "seconds": ev.train_seconds})
+        return Evaluation(ev.accuracy, ev.diverged, ev.train_seconds, ev.extra)  # no weights kept
+
+    return evaluate
+
+
+def best_so_far(rewards: list[float | None]) -> list[float]:
+    out, best = [], -math.inf
+    for r in rewards:
+        if r is not None and math.isfinite(r):
+            best = max(best, r)
+        out.append(best)
+    return out
+
+
+def first_reaching(curve: list[float], goal: float) -> int | None:
+    return next((i + 1 for i, v in enumerate(curve) if v >= goal), None)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default="small")
+    p.add_argument("--controllers", default="rl,tpe,nsga2,random")
+    p.add_argument("--seeds", default="0,1", help="controller seeds (comma-separated)")
+    p.add_argument("--trials", type=int, default=14, help="completed trials per run")
+    p.add_argument("--target-like", default=REFERENCE)
+    p.add_argument("--w", type=float, default=-0.15)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--proxy-resolution", type=int, default=24)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--val-size", type=float, default=1000)
+    p.add_argument("--bn-recalib", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--confirm-seeds", type=int, default=2, help="extra proxy seeds to confirm 'beats MobileNetV3-Small'")
+    p.add_argument("--table", default=None, help="latency table (default: this machine's, built if missing)")
+    p.add_argument("--data", default=None)
+    p.add_argument("--out", default=str(RESULTS / "controllers"), help="per-run studies and the evaluation cache")
+    p.add_argument("--results", default=str(RESULTS / "controllers"), help="prefix of the .csv/.json/.md/.png")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except UserError as exc:
+        print(f"controllers: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
+    import logging
+
+    import optuna
+
+    from nas.data import load_dataset
+    from nas.results import completed
+    from nas.search import (CONTROLLERS, SearchConfig, TableLatency, default_table_path, ensure_table, load_space,
+                            proxy_config, run_search)
+    from search_space import zoo
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    controllers = [c.strip() for c in args.controllers.split(",") if c.strip()]
+    for c in controllers:
+        if c not in CONTROLLERS:
+            raise UserError(f"--controllers: unknown controller {c!r} ({', '.join(CONTROLLERS)})")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+
+    space = load_space(args.space)
+    table_path = Path(args.table) if args.table else default_table_path()
+    table = ensure_table(table_path, space, extra_specs=[zoo(REFERENCE), zoo(args.target_like)],
+                         progress=not args.no_progress)
+    latency = TableLatency(table)
+    data = load_dataset(args.data)
+    val = int(args.val_size) if args.val_size >= 1 else args.val_size
+    overrides = {"steps": args.steps, "resolution": args.proxy_resolution, "batch_size": args.batch_size,
+                 "val_size": val, "bn_recalib_batches": args.bn_recalib, "threads": args.threads}
+    pcfg = proxy_config(overrides, seed=0)
+    cache = EvalCache(out / "eval_cache.json")
+    evaluate = cached_evaluator(cache, data, pcfg, init_seed=0)
+
+    runs = []
+    for seed in seeds:  # seeds outer: an interrupted benchmark has every controller at equal seeds
+        for controller in controllers:
+            name = f"{controller}-s{seed}"
+            cfg = SearchConfig(space=args.space, controller=controller, target_like=args.target_like, w=args.w,
+                               trials=args.trials, out=out / "runs" / name, seed=seed, table=str(table_path),
+                               proxy=overrides, enqueue_known=False, zoo_reference=(REFERENCE,),
+                               progress=not args.no_progress, plots=False)
+            t0 = time.time()
+            misses0 = cache.misses
+            outcome = run_search(cfg, evaluate_accuracy=evaluate, latency_fn=latency, data=data,
+                                 log=lambda s: print(f"[{name}] {s}", file=sys.stderr))
+            storage = optuna.storages.JournalStorage(
+                optuna.storages.journal.JournalFileBackend(str(out / "runs" / name / "study.log")))
+            study = optuna.load_study(study_name="nas-search", storage=storage)
+            trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+            rewards = [t.user_attrs.get("reward") if t.state.name == "COMPLETE" else None for t in trials]
+            rewards = [r for r, t in zip(rewards, trials) if t.state.name == "COMPLETE"]
+            best = outcome.best or {}
+            vs = (outcome.summary.get("vs_zoo") or {}).get(REFERENCE, {})
+            ref = (outcome.summary.get("zoo") or {}).get(REFERENCE, {})
+            under = [t for t in completed(study) if t.user_attrs["latency_ms"] <= ref.get("latency_ms", -1)]
+            runs.append({
+                "run": name, "controller": controller, "seed": seed, "completed": outcome.completed,
+                "failed": outcome.failed, "best_reward": best.get("reward"), "best_accuracy": best.get("accuracy"),
+                "best_latency_ms": best.get("latency_ms"), "best_trial": best.get("number"), "best_arch": best.get("arch"),
+                "curve": best_so_far(rewards), "rewards": rewards,
+                "ref_accuracy": ref.get("accuracy"), "ref_latency_ms": ref.get("latency_ms"),
+                "beats_ref": bool(vs.get("beats")), "challenger_trial": vs.get("trial"),
+                "challenger_accuracy": vs.get("accuracy"), "challenger_latency_ms": vs.get("latency_ms"),
+                "challenger_spec": next((t.user_attrs["spec"] for t in under if t.number == vs.get("trial")), None),
+                "distinct_nets": len({t.user_attrs.get("arch") for t in completed(study)}),
+                "new_trainings": cache.misses - misses0, "seconds": round(time.time() - t0, 1),
+                "target_ms": outcome.summary.get("target_ms"),
+            })
+            print(f"[{name}] best reward {best.get('reward', float('nan')):.4f} "
+                  f"({runs[-1]['new_trainings']} nets trained, {runs[-1]['seconds']:.0f} s)", file=sys.stderr)
+
+    # 95% criteria against the best reward any run found
+    global_best = max(r["best_reward"] for r in runs if r["best_reward"] is not None)
+    pool = [x for r in runs if r["controller"] == "random" for x in r["rewards"] if x is not None] or \
+        [x for r in runs for x in r["rewards"] if x is not None]
+    base = statistics.median(pool)
+    for r in runs:
+        r["trials_to_95pct"] = first_reaching(r["curve"], 0.95 * global_best)
+        r["trials_to_95pct_gap"] = first_reaching(r["curve"], base + 0.95 * (global_best - base))
+
+    confirm = confirm_challengers(runs, args.confirm_seeds, data, overrides, cache, space) if args.confirm_seeds else {}
+    for r in runs:
+        c = confirm.get(r["run"])
+        r["confirmed_beats_ref"] = None if c is None else c["beats"]
+
+    per = summarize(runs, controllers)
+    meta = {"space": args.space, "trials": args.trials, "seeds": seeds, "controllers": controllers,
+            "proxy": {k: v for k, v in pcfg.to_dict().items() if k != "device"}, "w": args.w,
+            "target_like": args.target_like, "target_ms": runs[0]["target_ms"], "table": str(table_path),
+            "table_cpu": table.meta.get("cpu"), "global_best_reward": global_best, "random_median_reward": base,
+            "confirm_seeds": args.confirm_seeds, "confirm": confirm, "seconds": round(time.time() - t_start, 1),
+            "nets_trained": len(cache.data), "load_avg_1min_end": os.getloadavg()[0]}
+    write_outputs(Path(args.results), runs, per, meta)
+    return 0
+
+
+def confirm_challengers(runs, k, data, overrides, cache, space) -> dict:
+    """Train each run's challenger (its most accurate net at or below MobileNetV3-Small's
+    latency) and MobileNetV3-Small with k other proxy seeds; the verdict on the mean."""
+    import dataclasses as dc
+
+    from nas.search import proxy_config
+    from search_space import ArchSpec, zoo
+
+    def mean_acc(spec, base_acc):
+        accs = [base_acc]
+        for s in range(1, k + 1):
+            ev = cached_evaluator(cache, data, proxy_config(overrides, seed=s), init_seed=s)(spec)
+            accs.append(ev.accuracy)
+        return statistics.mean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0), accs
+
+    first = next((r for r in runs if r["ref_accuracy"] is not None), None)
+    if first is None:
+        return {}
+    geometry = {"resolution": overrides["resolution"], "in_channels": data.in_channels, "num_classes": data.num_classes}
+    ref_spec = dc.replace(zoo(REFERENCE), **geometry)
+    ref_mean, ref_std, ref_accs = mean_acc(ref_spec, first["ref_accuracy"])
+    out = {"_reference": {"mean": ref_mean, "std": ref_std, "accs": ref_accs}}
+    for r in runs:
+        if not r["challenger_spec"]:
+            out[r["run"]] = {"beats": False, "mean": None}
+            continue
+        spec = ArchSpec.from_json(r["challenger_spec"])
+        spec = dc.replace(spec, **geometry)
+        m, s, accs = mean_acc(spec, r["challenger_accuracy"])
+        out[r["run"]] = {"beats": m > ref_mean, "mean": m, "std": s, "accs": accs}
+    return out
+
+
+def _ms(values):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def summarize(runs, controllers):
+    per = []
+    for c in controllers:
+        rs = [r for r in runs if r["controller"] == c]
+        m, s = _ms([r["best_reward"] for r in rs])
+        acc, _ = _ms([r["best_accuracy"] for r in rs])
+        lat, _ = _ms([r["best_latency_ms"] for r in rs])
+        reach = [r["trials_to_95pct_gap"] for r in rs]
+        per.append({
+            "controller": c, "runs": len(rs), "best_reward_mean": m, "best_reward_std": s,
+            "best_accuracy_mean": acc, "best_latency_ms_mean": lat,
+            "trials_to_95pct_median": statistics.median([x for x in (r["trials_to_95pct"] for r in rs) if x] or [0]) or None,
+            "trials_to_95pct_gap_median": statistics.median([x for x in reach if x]) if any(reach) else None,
+            "reached_95pct_gap": sum(1 for x in reach if x),
+            "beats_ref": sum(r["beats_ref"] for r in rs),
+            "confirmed_beats_ref": sum(1 for r in rs if r.get("confirmed_beats_ref")),
+            "distinct_nets_mean": _ms([r["distinct_nets"] for r in rs])[0],
+        })
+    return per
+
+
+def _fmt(x, spec=".4f"):
+    return "-" if x is None else format(x, spec)
+
+
+def write_outputs(prefix: Path, runs, per, meta) -> None:
+    import pandas as pd
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    flat = [{k: v for k, v in r.items() if k not in ("curve", "rewards", "challenger_spec")} for r in runs]
+    pd.DataFrame(flat).to_csv(prefix.with_suffix(".csv"), index=False)
+    (prefix.with_suffix(".json")).write_text(json.dumps({"meta": meta, "per_controller": per, "runs": [
+        {k: v for k, v in r.items() if k != "challenger_spec"} for r in runs]}, indent=1, default=str) + "\n")
+    n = meta["trials"]
+    lines = [f"Controllers on the `{meta['space']}` space, {n} trials per run, seeds {meta['seeds']}; reward "
+             f"ACC x (LAT/{meta['target_ms']:.3f} ms)^{meta['w']} (target: {meta['target_like']} on this table); "
+             f"proxy {meta['proxy']['steps']} steps at {meta['proxy']['resolution']}px.", "",
+             "| controller | best reward (mean ± std) | best net: acc / ms | trials to 95% of best | "
+             "trials to 95% of gap | beats MNV3-Small at ≤ its latency | confirmed |",
+             "|---|---|---|---|---|---|---|"]
+    for p in per:
+        lines.append(f"| {p['controller']} | {_fmt(p['best_reward_mean'])} ± {_fmt(p['best_reward_std'])} | "
+                     f"{_fmt(p['best_accuracy_mean'])} / {_fmt(p['best_latency_ms_mean'], '.3f')} | "
+                     f"{_fmt(p['trials_to_95pct_median'], '.0f')} | "
+                     f"{_fmt(p['trials_to_95pct_gap_median'], '.1f')} ({p['reached_95pct_gap']}/{p['runs']} runs) | "
+                     f"{p['beats_ref']}/{p['runs']} | {p['confirmed_beats_ref']}/{p['runs']} |")
+    ref = meta["confirm"].get("_reference") if meta.get("confirm") else None
+    lines += ["", f"Best reward of any run {meta['global_best_reward']:.4f}; median reward of a random net "
+                  f"{meta['random_median_reward']:.4f}. {meta['nets_trained']} distinct proxy trainings, "
+                  f"{meta['seconds'] / 60:.1f} min in all (load average at the end {meta['load_avg_1min_end']:.1f})."]
+    if ref:
+        lines.append(f"MobileNetV3-Small over {len(ref['accs'])} proxy seeds: {ref['mean']:.4f} ± {ref['std']:.4f}.")
+    prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot(prefix.with_suffix(".png"), runs, meta)
+
+
+def plot(path: Path, runs, meta) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    colors = {"rl": "tab:red", "tpe": "tab:blue", "nsga2": "tab:green", "random": "tab:gray"}
+    for c in meta["controllers"]:
+        curves = [r["curve"] for r in runs if r["controller"] == c and r["curve"]]
+        for cv in curves:
+            ax.plot(range(1, len(cv) + 1), cv, color=colors.get(c), alpha=0.25, lw=1)
+        if curves:
+            n = min(len(cv) for cv in curves)
+            mean = [statistics.mean(cv[i] for cv in curves) for i in range(n)]
+            ax.plot(range(1, n + 1), mean, color=colors.get(c), lw=2.2, label=f"{c} (mean of {len(curves)})")
+    ax.axhline(meta["global_best_reward"] * 0.95, color="black", ls=":", lw=1, label="95% of best")
+    ax.set_xlabel("completed trials")
+    ax.set_ylabel("best reward so far")
+    ax.set_title(f"controllers on the {meta['space']} space")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Latency table benchmark: build, calibrate, validate; the README's latency figures.
+
+For each space: build (or reuse) the table of every distinct op of the space and the zoo,
+fit its calibration on K sampled nets measured end to end, then validate on N other
+sampled nets plus the zoo nets (interleaved rounds, a reference net, even-vs-odd-round
+noise). From the validation measurements it also draws the calibration learning curve
+(error on held-out nets vs number of calibration nets, per calibration model), which is
+how the default model and K were chosen.
+
+    python experiments/latency_validation.py [--spaces large small] [--samples 100] [--int8]
+
+Writes experiments/results/latency_validation[_<space>][_int8].{csv,json,png} and
+latency_calibration_curve[...].{json,png}; tables go to runs/latency/ (not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from latency.build import build_table, describe, table_meta  # noqa: E402
+from latency.ops import enumerate_ops, get_space, zoo_specs  # noqa: E402
+from latency.predict import MODELS, _apply, _fit, calibrate  # noqa: E402
+from latency.table import LatencyTable  # noqa: E402
+from latency.timing import Protocol  # noqa: E402
+from latency.validate import _clean, validate  # noqa: E402
+
+RESULTS = ROOT / "experiments" / "results"
+
+
+def calibration_curve(df, ks=(0, 1, 2, 3, 5, 8, 12, 20, 32), splits=300, seed=0) -> dict:
+    """Held-out error vs number of calibration nets, from one validation's measurements."""
+    rng = np.random.default_rng(seed)
+    pool = df[df["source"] == "sample"].reset_index(drop=True)
+    s, n, y = pool["raw_sum_ms"].to_numpy(), pool["n_ops"].to_numpy(float), pool["measured_ms"].to_numpy()
+    zoo = df[df["source"] == "zoo"]
+    zs, zn, zy = zoo["raw_sum_ms"].to_numpy(), zoo["n_ops"].to_numpy(float), zoo["measured_ms"].to_numpy()
+    out = {}
+    for model in MODELS:
+        rows = []
+        for k in ks:
+            if k > len(y) - 5 or (model != "none" and k < len(MODELS[model])) or (model == "none" and k):
+                continue
+            med, w5, w10, zmed = [], [], [], []
+            for _ in range(splits if k else 1):
+                idx = rng.permutation(len(y))
+                tr, te = idx[:k], idx[k:]
+                coef = _fit(s[tr], n[tr], y[tr], model)
+                e = np.abs(_apply(coef, s[te], n[te], model) / y[te] - 1)
+                ez = np.abs(_apply(coef, zs, zn, model) / zy - 1) if len(zy) else np.array([np.nan])
+                med.append(np.median(e))
+                w5.append(np.mean(e <= 0.05))
+                w10.append(np.mean(e <= 0.10))
+                zmed.append(np.median(ez))
+            rows.append({"k": k, "median_abs": float(np.median(med)), "median_abs_p90_over_splits": float(np.percentile(med, 90)),
+                         "within_5": float(np.mean(w5)), "within_10": float(np.mean(w10)),
+                         "zoo_median_abs": float(np.nanmedian(zmed))})
+        out[model] = rows
+    return out
+
+
+def plot_curve(curve: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for model, rows in curve.items():
+        if not rows:
+            continue
+        ks = [r["k"] for r in rows]
+        axes[0].plot(ks, [r["median_abs"] for r in rows], "o-", label=model)
+        axes[1].plot(ks, [r["within_5"] for r in rows], "o-", label=model)
+    axes[0].set_xlabel("calibration nets K")
+    axes[0].set_ylabel("held-out median |error|")
+    axes[1].set_xlabel("calibration nets K")
+    axes[1].set_ylabel("held-out share within ±5%")
+    axes[0].legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_space(name: str, args, proto: Protocol) -> dict:
+    precision = "int8" if args.int8 else "float32"
+    suffix = f"_{name}" + ("_int8" if args.int8 else "")
+    table_path = ROOT / "runs" / "latency" / f"table{suffix}.parquet"
+    space = get_space(name, args.resolution)
+    ops = {o.key: o for o in space.all_ops()}
+    for o in enumerate_ops(zoo_specs(args.resolution)):
+        ops.setdefault(o.key, o)
+    if args.fresh and table_path.exists():
+        table_path.unlink()
+    table = LatencyTable.load_or_new(table_path, table_meta(proto, precision, resolution=args.resolution))
+    table.meta["spaces"] = sorted(set(table.meta.get("spaces") or []) | {name})
+    build_info = table.meta.get("build_timing") or {}
+    t0 = time.monotonic()
+    rep = build_table(list(ops.values()), table, proto, progress=not args.no_progress, seed=args.seed)
+    wall = time.monotonic() - t0
+    if rep.measured:
+        build_info = {"ops": len(ops), "op_passes": rep.measured, "export_s": round(rep.export_s, 1),
+                      "timing_s": round(rep.timing_s, 1), "wall_s": round(wall, 1), "passes": proto.passes,
+                      "complete_build": rep.new_ops == len(ops)}
+        table.meta["build_timing"] = build_info
+        table.save()
+    print(f"[{name}] table {table_path}: {describe(table)}; build {build_info}", flush=True)
+
+    ref = zoo_specs(args.resolution, ["mnv3-large"])[0]
+    if args.recalibrate or not table.calibration:
+        t0 = time.monotonic()
+        specs = space.sample_specs(args.calibrate, seed=args.seed + 1000)
+        cal = calibrate(table, specs, proto, rounds=args.calibration_rounds, progress=not args.no_progress,
+                        seed=args.seed, reference=ref)
+        cal["wall_s"] = round(time.monotonic() - t0, 1)
+        table.save()
+    cal = table.calibration
+    print(f"[{name}] calibration {cal['model']} {cal['coef']} from {cal['nets']} nets", flush=True)
+
+    specs = space.sample_specs(args.samples, seed=args.seed + 2000)
+    sources = ["sample"] * len(specs)
+    if not args.no_zoo:
+        z = zoo_specs(args.resolution)
+        specs += z
+        sources += ["zoo"] * len(z)
+    t0 = time.monotonic()
+    vrep = validate(table, specs, sources, proto, rounds=args.rounds, reference=ref, progress=not args.no_progress,
+                    seed=args.seed + 3, out_dir=RESULTS, prefix=f"latency_validation{suffix}")
+    vwall = time.monotonic() - t0
+    for line in vrep.lines():
+        print(f"[{name}] {line}", flush=True)
+    curve = calibration_curve(vrep.nets)
+    title = f"{name} {precision}: held-out error vs calibration nets ({table.meta.get('cpu')})"
+    plot_curve(curve, RESULTS / f"latency_calibration_curve{suffix}.png", title)
+    (RESULTS / f"latency_calibration_curve{suffix}.json").write_text(json.dumps(_clean(curve), indent=1) + "\n")
+    summary = dict(vrep.summary)
+    summary.update({"space": name, "build": build_info, "validate_wall_s": round(vwall, 1),
+                    "calibration": {k: v for k, v in cal.items() if k != "records"},
+                    "calibration_curve": curve})
+    (RESULTS / f"latency_validation{suffix}.json").write_text(json.dumps(_clean(summary), indent=1) + "\n")
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spaces", nargs="+", default=["large", "small"])
+    ap.add_argument("--samples", type=int, default=100)
+    ap.add_argument("--calibrate", type=int, default=12)
+    ap.add_argument("--calibration-rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--resolution", type=int, default=224)
+    ap.add_argument("--int8", action="store_true")
+    ap.add_argument("--no-zoo", action="store_true")
+    ap.add_argument("--fresh", action="store_true", help="delete the tables first (to time a full build)")
+    ap.add_argument("--recalibrate", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    proto = Protocol(threads=args.threads, runs=args.runs, passes=args.passes)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    random.seed(args.seed)
+    summaries = [run_space(s, args, proto) for s in args.spaces]
+    print()
+    hdr = f"{'space':7s} {'prec':7s} {'ops':>5s} {'build':>7s} {'nets':>5s} {'med':>6s} {'p90':>6s} {'<=5%':>5s} " \
+          f"{'<=10%':>6s} {'rho':>6s} {'raw med':>8s} {'noise med':>9s} {'noise p90':>9s} {'drift':>6s}"
+    print(hdr)
+    for s in summaries:
+        e, r, nz = s["error"], s["raw_sum_error"], s["noise"]
+        b = s["build"]
+        print(f"{s['space']:7s} {s['precision']:7s} {b.get('ops', 0):5d} {b.get('wall_s', float('nan')):6.0f}s "
+              f"{s['n_nets']:5d} {e['median_abs']:6.1%} {e['p90_abs']:6.1%} {e['within_5']:5.0%} {e['within_10']:6.0%} "
+              f"{s['spearman']:6.3f} {r['median_abs']:8.1%} {nz['median_abs']:9.1%} {nz['p90_abs']:9.1%} "
+              f"{s['drift'].get('reference_spread', float('nan')):6.1%}")
+
+
+if __name__ == "__main__":
+    main()

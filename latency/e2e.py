@@ -1,0 +1,129 @@
+"""End-to-end timing of whole nets, with a protocol that separates the nets from the drift.
+
+- Every net is exported once (and quantized for INT8) and gets one session.
+- Rounds: in each round every net is timed once (warm-up + runs), in a fresh random order,
+  so slow drift over minutes is spread over all nets instead of landing on a few.
+- A reference net is timed at the start of each round and after every `ref_every` nets;
+  its spread over the run is the drift the protocol had to beat, reported next to the error.
+- Before each round the machine is given a (capped) chance to become quiet.
+- A net's measured latency is its best round (interference only ever slows a run down).
+- The measurement's own run-to-run variation: the best of the even rounds against the best
+  of the odd rounds, per net (two independent measurements taken in the same run).
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import export as _export
+from .timing import Protocol, Timer, measuring, now_iso
+
+REFERENCE = "__reference__"
+
+
+def net_model(spec, precision: str = "float32", calib_data: np.ndarray | None = None, workdir=None) -> bytes:
+    data = _export.export_net(spec)
+    if precision == "int8":
+        from .quantize import quantize_model
+
+        data = quantize_model(data, [_export.net_input_shape(spec)], data=calib_data, workdir=workdir)
+    return data
+
+
+@dataclass
+class NetTimes:
+    """Per-round times of named nets plus the reference."""
+
+    rounds: pd.DataFrame  # net, round, order, value_ms, median_ms, other_load, at
+    reference: pd.DataFrame  # round, index, value_ms, t (seconds since start)
+    protocol: Protocol
+    names: list[str] = field(default_factory=list)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per net: measured_ms (best round), half_a/half_b (even/odd rounds), noise."""
+        r = self.rounds
+        g = r.groupby("net", sort=False)["value_ms"]
+        out = pd.DataFrame({"measured_ms": g.min(), "rounds": g.size(), "round_median_ms": g.median()})
+        even = r[r["round"] % 2 == 0].groupby("net")["value_ms"].min()
+        odd = r[r["round"] % 2 == 1].groupby("net")["value_ms"].min()
+        out["half_a_ms"] = even
+        out["half_b_ms"] = odd
+        out["noise"] = (out["half_a_ms"] - out["half_b_ms"]) / out[["half_a_ms", "half_b_ms"]].mean(axis=1)
+        out["other_load"] = r.groupby("net")["other_load"].mean()
+        return out.reindex(self.names)
+
+    def drift(self) -> dict:
+        ref = self.reference["value_ms"].to_numpy()
+        if ref.size == 0:
+            return {}
+        per_round = self.reference.groupby("round")["value_ms"].min().to_numpy()
+        return {
+            "reference_min_ms": float(ref.min()),
+            "reference_max_ms": float(ref.max()),
+            "reference_spread": float(ref.max() / ref.min() - 1.0),
+            "reference_round_spread": float(per_round.max() / per_round.min() - 1.0),
+            "reference_cv": float(ref.std() / ref.mean()) if ref.size > 1 else 0.0,
+            "reference_samples": int(ref.size),
+        }
+
+
+def measure_nets(specs: Sequence, protocol: Protocol, rounds: int = 4, reference=None, ref_every: int = 10,
+                 precision: str = "float32", progress: bool = True, seed: int = 0,
+                 calib_data: np.ndarray | None = None, names: Sequence[str] | None = None) -> NetTimes:
+    """Time whole nets end to end under `protocol`, `rounds` interleaved rounds."""
+    from .build import _Progress
+
+    names = list(names) if names is not None else _unique_names(specs)
+    timer = Timer(protocol, max_sessions=max(len(specs) + 1, 8), seed=seed)
+    rng = random.Random(seed)
+    rows, refs = [], []
+    with _Progress(progress) as bar, tempfile.TemporaryDirectory(prefix="lat-nets-") as tmp:
+        task = bar.task(f"export nets ({precision})", len(specs) + (reference is not None))
+        for name, spec in zip(names, specs):
+            timer.add(name, net_model(spec, precision, calib_data, tmp))
+            bar.advance(task)
+        if reference is not None:
+            timer.add(REFERENCE, net_model(reference, precision, calib_data, tmp))
+            bar.advance(task)
+        n_ref = (len(specs) // max(1, ref_every) + 1) if reference is not None else 0
+        task = bar.task("time nets", rounds * (len(specs) + n_ref))
+        t0 = time.monotonic()
+        with measuring(protocol):
+            for rd in range(rounds):
+                order = list(names)
+                rng.shuffle(order)
+                timer.wait_quiet()
+                for i, name in enumerate(order):
+                    if reference is not None and i % max(1, ref_every) == 0:
+                        s = timer.measure(REFERENCE)
+                        refs.append({"round": rd, "index": i, "value_ms": s["value_ms"],
+                                     "t": time.monotonic() - t0, "other_load": s["other_load"]})
+                        bar.advance(task)
+                    s = timer.measure(name)
+                    rows.append({"net": name, "round": rd, "order": i, "value_ms": s["value_ms"],
+                                 "median_ms": s["median_ms"], "min_ms": s["min_ms"], "p10_ms": s["p10_ms"],
+                                 "other_load": s["other_load"], "at": now_iso()})
+                    bar.advance(task, description=f"time nets (round {rd + 1}/{rounds})")
+    return NetTimes(pd.DataFrame(rows), pd.DataFrame(refs, columns=["round", "index", "value_ms", "t", "other_load"]),
+                    protocol, names)
+
+
+def _unique_names(specs) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for s in specs:
+        n = s.name
+        if n in seen:
+            seen[n] += 1
+            n = f"{n}#{seen[s.name]}"
+        else:
+            seen[n] = 0
+        out.append(n)
+    return out

@@ -1,0 +1,500 @@
+#!/usr/bin/env python3
+"""Time the ops of an exported folder with onnxruntime: a single file for a remote device.
+
+Needs only the Python standard library, numpy and onnxruntime. Copy the folder written by
+`nas latency export-ops` to the device (this file is inside it) and run
+
+    python runner.py DIR --out table.csv [--threads 1] [--runs 100] [--warmup 10] [--passes 3]
+
+It reads DIR/manifest.json, times every op `--passes` times (pass after pass over all ops,
+so that slow drift of the machine hits every op alike; the table keeps the best pass), and
+appends one CSV row per op and pass as soon as it is measured. Running it again skips what
+the CSV already holds, so an interrupted run loses nothing. Bring the CSV back and turn it
+into a table with `nas latency import`.
+
+This file is also the one timing implementation of the package (`latency.timing` imports
+it), so a table built on the device and one built locally are measured the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import onnxruntime as ort
+except ImportError:  # pragma: no cover - reported by main()
+    ort = None
+
+RUNNER_VERSION = 1
+MANIFEST_SCHEMA = "mnv3-nas/latency-ops"
+CSV_COLUMNS = [
+    "key", "pass", "min_ms", "p10_ms", "median_ms", "mean_ms", "std_ms",
+    "runs", "warmup", "threads", "other_load", "measured_at",
+]
+STAT_NAMES = ("min_ms", "p10_ms", "median_ms", "mean_ms", "std_ms")
+
+_DTYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+
+# ---- the machine ---------------------------------------------------------------------------
+def cpu_model() -> str:
+    """The CPU as /proc/cpuinfo names it, with family/model/stepping when the name is vague."""
+    name, fields = "", {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if ":" not in line:
+                    if fields:
+                        break
+                    continue
+                k, v = (s.strip() for s in line.split(":", 1))
+                fields.setdefault(k, v)
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown"
+    extra = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields]
+    if extra:
+        name = f"{name} ({', '.join(extra)})"
+    return name
+
+
+def machine_info() -> dict:
+    return {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "runtime": "onnxruntime",
+        "runtime_version": getattr(ort, "__version__", "missing"),
+        "numpy_version": np.__version__,
+    }
+
+
+def _proc_cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) jiffies of the whole machine, from /proc/stat; None off Linux."""
+    try:
+        with open("/proc/stat") as fh:
+            parts = fh.readline().split()
+    except OSError:
+        return None
+    vals = [int(v) for v in parts[1:9]]  # user nice system idle iowait irq softirq steal
+    idle = vals[3] + vals[4]
+    total = sum(vals)
+    return total - idle, total
+
+
+def _self_ticks() -> int:
+    try:
+        with open("/proc/self/stat") as fh:
+            parts = fh.read().rsplit(")", 1)[1].split()
+        return int(parts[11]) + int(parts[12])  # utime + stime (all threads)
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class LoadMeter:
+    """CPU used by everything but this process, in cores, between start() and read()."""
+
+    def __init__(self) -> None:
+        self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.start()
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._m0 = _proc_cpu_ticks()
+        self._s0 = _self_ticks()
+
+    def read(self) -> float:
+        m1, s1, t1 = _proc_cpu_ticks(), _self_ticks(), time.monotonic()
+        if m1 is None or self._m0 is None or t1 <= self._t0:
+            return float("nan")
+        busy = (m1[0] - self._m0[0]) - (s1 - self._s0)
+        return max(0.0, busy / self.hz / (t1 - self._t0))
+
+
+def other_load(interval: float = 0.25) -> float:
+    """Cores busy with other processes, sampled over `interval` seconds."""
+    meter = LoadMeter()
+    time.sleep(interval)
+    return meter.read()
+
+
+def wait_quiet(max_load: float = 0.15, cap_s: float = 10.0, interval: float = 0.25) -> float:
+    """Wait (at most cap_s) until other processes use under `max_load` cores; return the load."""
+    deadline = time.monotonic() + max(0.0, cap_s)
+    while True:
+        load = other_load(interval)
+        if not (load >= max_load) or time.monotonic() >= deadline:  # nan counts as quiet
+            return load
+
+
+def pick_quiet_core(interval: float = 0.2) -> int | None:
+    """The allowed core that was idlest over `interval` seconds (None off Linux)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+
+    def per_cpu() -> dict[int, int]:
+        out = {}
+        try:
+            with open("/proc/stat") as fh:
+                for line in fh:
+                    if line.startswith("cpu") and line[3].isdigit():
+                        p = line.split()
+                        out[int(p[0][3:])] = int(p[4]) + int(p[5])
+        except OSError:
+            pass
+        return out
+
+    a = per_cpu()
+    time.sleep(interval)
+    b = per_cpu()
+    idle = {c: b.get(c, 0) - a.get(c, 0) for c in allowed}
+    return max(allowed, key=lambda c: (idle[c], -c)) if allowed else None
+
+
+def pin_to_core(core: int | None = None) -> int | None:
+    """Pin this process to one core (the idlest if None); return it, or None if not possible."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    if core is None:
+        core = pick_quiet_core()
+    if core is None:
+        return None
+    try:
+        os.sched_setaffinity(0, {core})
+    except OSError:
+        return None
+    return core
+
+
+def raise_priority(nice: int = -20) -> int | None:
+    """Give the calling thread a higher CPU share (nice -20) where permitted.
+
+    On a shared machine the measuring thread otherwise shares its core with whatever else
+    runs, and a run that gets preempted measures the scheduler, not the model. Returns the
+    previous nice value to restore, or None if not permitted (then nothing changed)."""
+    try:
+        old = os.getpriority(os.PRIO_PROCESS, 0)
+        if nice < old:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        return old
+    except (AttributeError, OSError):
+        return None
+
+
+def restore_priority(old: int | None) -> None:
+    if old is None:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, old)
+    except (AttributeError, OSError):
+        pass
+
+
+# ---- sessions and timing ---------------------------------------------------------------------
+def session_options(threads: int = 1, optimize: bool = True) -> "ort.SessionOptions":
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    so.log_severity_level = 3
+    if threads == 1:
+        # One thread: do not let ORT spin up (and spin-wait) a pool.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
+def make_session(model, threads: int = 1) -> "ort.InferenceSession":
+    """A CPU session for a model path or serialized bytes."""
+    if isinstance(model, Path):
+        model = str(model)
+    return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
+
+
+def random_feeds(session, seed: int = 0, shapes: dict | None = None) -> dict:
+    """Random inputs for every session input (symbolic dims become 1 unless `shapes` names them)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in session.get_inputs():
+        shape = (shapes or {}).get(inp.name) or [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+        dtype = _DTYPES.get(inp.type, np.float32)
+        if np.issubdtype(dtype, np.floating):
+            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[inp.name] = rng.integers(0, 2, size=shape).astype(dtype)
+    return feeds
+
+
+def _bound_call(session, feeds: dict):
+    """A zero-argument callable running the session once, with inputs and outputs bound in
+    advance when output shapes are static (less Python overhead per call than run())."""
+    outs = session.get_outputs()
+    if all(isinstance(d, int) and d > 0 for o in outs for d in o.shape):
+        try:
+            io = session.io_binding()
+            for name, arr in feeds.items():
+                io.bind_cpu_input(name, np.ascontiguousarray(arr))
+            keep = []
+            for o in outs:
+                buf = ort.OrtValue.ortvalue_from_numpy(np.empty(o.shape, _DTYPES.get(o.type, np.float32)))
+                keep.append(buf)
+                io.bind_ortvalue_output(o.name, buf)
+            run = session.run_with_iobinding
+
+            def call(io=io, keep=keep):
+                run(io)
+
+            call()  # fails here, not in the timed loop, if binding is not supported
+            return call
+        except Exception:  # noqa: BLE001 - fall back to the plain call
+            pass
+
+    def call_plain():
+        session.run(None, feeds)
+
+    return call_plain
+
+
+def summarize(ns: list[int] | np.ndarray) -> dict:
+    """Statistics (milliseconds) of per-run times in nanoseconds."""
+    a = np.asarray(ns, dtype=np.float64) / 1e6
+    return {
+        "min_ms": float(a.min()),
+        "p10_ms": float(np.percentile(a, 10)),
+        "median_ms": float(np.median(a)),
+        "mean_ms": float(a.mean()),
+        "std_ms": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+        "runs": int(a.size),
+    }
+
+
+def time_session(session, feeds: dict | None = None, runs: int = 100, warmup: int = 10,
+                 return_samples: bool = False) -> dict:
+    """THE timing function: `warmup` untimed runs, then `runs` runs timed one by one with
+    perf_counter_ns. Returns min/p10/median/mean/std in ms and the run count."""
+    if runs < 1:
+        raise ValueError(f"runs = {runs}: need at least 1")
+    if feeds is None:
+        feeds = random_feeds(session)
+    call = _bound_call(session, feeds)
+    for _ in range(max(0, warmup)):
+        call()
+    clock = time.perf_counter_ns
+    ns = [0] * runs
+    for i in range(runs):
+        t0 = clock()
+        call()
+        ns[i] = clock() - t0
+    out = summarize(ns)
+    out["warmup"] = int(warmup)
+    if return_samples:
+        out["samples_ns"] = ns
+    return out
+
+
+def time_model(model, threads: int = 1, runs: int = 100, warmup: int = 10, seed: int = 0,
+               shapes: dict | None = None) -> dict:
+    """Build a session for a model (path or bytes), feed random inputs and time it."""
+    sess = make_session(model, threads)
+    return time_session(sess, random_feeds(sess, seed, shapes), runs, warmup)
+
+
+# ---- the manifest and the CSV ----------------------------------------------------------------
+class RunnerError(Exception):
+    """A problem with the folder, the manifest or the CSV: reported in one line, exit 2."""
+
+
+def read_manifest(folder: Path) -> dict:
+    path = folder / "manifest.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunnerError(f"{path}: no manifest (write one with `nas latency export-ops`)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunnerError(f"{path}: not a valid manifest ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
+        raise RunnerError(f"{path}: not an op manifest (schema {data.get('schema') if isinstance(data, dict) else None!r})")
+    ops = data.get("ops")
+    if not isinstance(ops, list) or not all(isinstance(o, dict) and "key" in o and "file" in o for o in ops):
+        raise RunnerError(f"{path}: field 'ops' must be a list of objects with 'key' and 'file'")
+    return data
+
+
+def read_done(csv_path: Path) -> dict[tuple[str, int], dict]:
+    """Rows already in a runner CSV, by (key, pass)."""
+    if not csv_path.exists() or csv_path.stat().st_size == 0:
+        return {}
+    done = {}
+    with open(csv_path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames != CSV_COLUMNS:
+            raise RunnerError(f"{csv_path}: exists but is not a runner CSV (columns {reader.fieldnames})")
+        for row in reader:
+            try:
+                done[(row["key"], int(row["pass"]))] = row
+            except (TypeError, ValueError):
+                continue  # a torn last line from an interrupted write
+    return done
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _fmt_eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int = 10,
+               passes: int = 3, pin: bool | None = None, quiet_load: float = 0.15,
+               quiet_wait: float = 10.0, limit: int | None = None, progress: bool = True,
+               seed: int = 0, priority: bool = True) -> Path:
+    """Time every op of an exported folder; append rows to `out` (default DIR/table.csv)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    out = Path(out) if out else folder / "table.csv"
+    meta_path = Path(str(out) + ".meta.json")
+    protocol = {"threads": threads, "runs": runs, "warmup": warmup}
+    if meta_path.exists() and out.exists():
+        try:
+            old = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, OSError):
+            old = {}
+        for k, v in protocol.items():
+            if old.get(k) is not None and old.get(k) != v:
+                raise RunnerError(
+                    f"{out}: was measured with --{k} {old.get(k)}, not {v}; pass --{k} {old.get(k)} "
+                    f"or write to another --out"
+                )
+    done = read_done(out)
+    if pin is None:
+        pin = threads == 1
+    core = pin_to_core() if pin else None
+    old_nice = raise_priority() if priority else None
+    meta = {
+        "runner_version": RUNNER_VERSION,
+        **machine_info(),
+        **protocol,
+        "passes": passes,
+        "pinned_core": core,
+        "priority": old_nice is not None,
+        "precision": manifest.get("precision", "float32"),
+        "manifest_created": manifest.get("created"),
+        "started_at": _now(),
+    }
+    tmp = Path(str(meta_path) + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, meta_path)
+
+    ops = manifest["ops"][: limit if limit else None]
+    todo = [(p, op) for p in range(passes) for op in ops if (op["key"], p) not in done]
+    total, t_start = len(todo), time.monotonic()
+    new_file = not out.exists() or out.stat().st_size == 0
+    try:
+        _run_todo(folder, out, todo, new_file, threads, runs, warmup, passes, quiet_load, quiet_wait, progress, seed,
+                  total, t_start)
+    finally:
+        restore_priority(old_nice)
+    return out
+
+
+def _run_todo(folder, out, todo, new_file, threads, runs, warmup, passes, quiet_load, quiet_wait, progress, seed,
+              total, t_start) -> None:
+    with open(out, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        if new_file:
+            writer.writeheader()
+            fh.flush()
+        current_pass = None
+        for i, (p, op) in enumerate(todo):
+            if p != current_pass:
+                current_pass = p
+                if quiet_wait > 0:
+                    wait_quiet(quiet_load, quiet_wait)
+            path = folder / op["file"]
+            if not path.exists():
+                raise RunnerError(f"{path}: op file named in the manifest is missing (key {op['key']})")
+            sess = make_session(path, threads)
+            shapes = {x["name"]: x["shape"] for x in op.get("inputs", []) if "name" in x and "shape" in x}
+            feeds = random_feeds(sess, seed, shapes)
+            meter = LoadMeter()
+            stats = time_session(sess, feeds, runs, warmup)
+            load = meter.read()
+            row = {"key": op["key"], "pass": p, **{k: f"{stats[k]:.6f}" for k in STAT_NAMES},
+                   "runs": stats["runs"], "warmup": warmup, "threads": threads,
+                   "other_load": f"{load:.3f}", "measured_at": _now()}
+            writer.writerow(row)
+            fh.flush()
+            if progress and (i == total - 1 or i % 10 == 0):
+                el = time.monotonic() - t_start
+                eta = el / (i + 1) * (total - i - 1)
+                print(f"\r[{i + 1}/{total}] pass {p + 1}/{passes} elapsed {_fmt_eta(el)} eta {_fmt_eta(eta)}",
+                      end="", file=sys.stderr, flush=True)
+    if progress and total:
+        print(file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="runner.py",
+        description="Time the ONNX ops of a folder written by `nas latency export-ops` (needs numpy + onnxruntime only).",
+    )
+    ap.add_argument("folder", help="folder holding manifest.json and the op files")
+    ap.add_argument("--out", default=None, help="CSV to write (appended to; default FOLDER/table.csv)")
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as the paper: one core)")
+    ap.add_argument("--runs", type=int, default=100, help="timed runs per op and pass (default 100)")
+    ap.add_argument("--warmup", type=int, default=10, help="untimed runs before timing (default 10)")
+    ap.add_argument("--passes", type=int, default=3, help="passes over all ops; the table keeps the best (default 3)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one core when --threads 1")
+    ap.add_argument("--no-priority", action="store_true", help="do not raise the measuring thread's priority (nice -20)")
+    ap.add_argument("--quiet-load", type=float, default=0.15, help="before each pass wait until others use under this many cores")
+    ap.add_argument("--quiet-wait", type=float, default=10.0, help="longest wait for a quiet machine, seconds (0: never wait)")
+    ap.add_argument("--limit", type=int, default=None, help="time only the first N ops (for a trial run)")
+    args = ap.parse_args(argv)
+    if ort is None:
+        print("runner.py: onnxruntime is not installed (pip install onnxruntime numpy)", file=sys.stderr)
+        return 2
+    for name in ("threads", "runs", "passes"):
+        if getattr(args, name) < 1:
+            print(f"runner.py: --{name} {getattr(args, name)}: must be at least 1", file=sys.stderr)
+            return 2
+    if args.warmup < 0:
+        print(f"runner.py: --warmup {args.warmup}: must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        out = run_folder(args.folder, args.out, args.threads, args.runs, args.warmup, args.passes,
+                         pin=False if args.no_pin else None, quiet_load=args.quiet_load,
+                         quiet_wait=args.quiet_wait, limit=args.limit, priority=not args.no_priority)
+    except RunnerError as exc:
+        print(f"runner.py: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nrunner.py: interrupted; rows measured so far are kept, run again to finish", file=sys.stderr)
+        return 130
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

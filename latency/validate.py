@@ -1,0 +1,200 @@
+"""How well does a table predict end-to-end latency? Sample nets, measure them, compare.
+
+Protocol (see latency.e2e): every net is exported and timed end to end in `rounds`
+interleaved rounds (fresh random order per round), with a reference net timed every
+`ref_every` nets; a net's measured latency is its best round. The measurement's own
+run-to-run variation is reported from the same run: best of even rounds vs best of odd
+rounds per net. If the error is not far above that noise, the table is as good as the
+measurement can tell.
+
+Outputs: a per-net CSV, a JSON summary, a predicted-vs-measured PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .e2e import measure_nets
+from .ops import net_ops
+from .predict import Predictor
+from .table import LatencyTable
+from .timing import Protocol
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties), without scipy."""
+    a, b = pd.Series(np.asarray(a, float)), pd.Series(np.asarray(b, float))
+    if len(a) < 2:
+        return float("nan")
+    ra, rb = a.rank().to_numpy(), b.rank().to_numpy()
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def error_summary(err: np.ndarray) -> dict:
+    a = np.abs(np.asarray(err, float))
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return {}
+    return {
+        "median_abs": float(np.median(a)),
+        "p90_abs": float(np.percentile(a, 90)),
+        "max_abs": float(a.max()),
+        "mean_signed": float(np.mean(np.asarray(err, float)[np.isfinite(err)])),
+        "within_5": float(np.mean(a <= 0.05)),
+        "within_10": float(np.mean(a <= 0.10)),
+    }
+
+
+@dataclass
+class ValidationReport:
+    nets: pd.DataFrame
+    summary: dict
+
+    def lines(self) -> list[str]:
+        s = self.summary
+        e, raw, noise = s["error"], s["raw_sum_error"], s["noise"]
+        return [
+            f"nets {s['n_nets']} ({s['n_sampled']} sampled, {s['n_zoo']} zoo); precision {s['precision']}; "
+            f"{s['rounds']} rounds; calibration {s['calibration_model']}",
+            f"error (calibrated): median {e['median_abs']:.1%}, p90 {e['p90_abs']:.1%}, max {e['max_abs']:.1%}, "
+            f"within 5% {e['within_5']:.0%}, within 10% {e['within_10']:.0%}, Spearman {s['spearman']:.3f}",
+            f"error (plain sum):  median {raw['median_abs']:.1%}, p90 {raw['p90_abs']:.1%}, "
+            f"within 10% {raw['within_10']:.0%}, sum/measured median {s['raw_sum_ratio_median']:.3f}",
+            f"measurement noise (even vs odd rounds): median {noise['median_abs']:.1%}, p90 {noise['p90_abs']:.1%}; "
+            f"reference net drift over the run: {s['drift'].get('reference_spread', float('nan')):.1%} "
+            f"(best per round: {s['drift'].get('reference_round_spread', float('nan')):.1%})",
+        ]
+
+
+def validate(table: LatencyTable, specs: Sequence, sources: Sequence[str], protocol: Protocol, rounds: int = 4,
+             reference=None, ref_every: int = 10, progress: bool = True, seed: int = 0, out_dir=None,
+             prefix: str = "latency_validation", calib_data=None, measure_missing: bool = True) -> ValidationReport:
+    """Measure `specs` end to end and compare with the table's predictions."""
+    from .build import build_table
+
+    if measure_missing:
+        ops = {op.key: op for s in specs for op in net_ops(s)}
+        miss = table.missing(ops)
+        if miss:
+            build_table([ops[k] for k in miss], table, protocol, progress=progress, seed=seed)
+    pred = Predictor(table)
+    preds = [pred.predict(s) for s in specs]
+    times = measure_nets(specs, protocol, rounds, reference=reference, ref_every=ref_every,
+                         precision=table.precision, progress=progress, seed=seed, calib_data=calib_data)
+    summ = times.summary()
+    cal_names = {r["name"] for r in (table.calibration or {}).get("records", [])}
+    rows = []
+    for name, spec, src, p in zip(times.names, specs, sources, preds):
+        m = summ.loc[name]
+        rows.append({
+            "net": name, "source": src, "in_calibration": name in cal_names, "n_ops": p.n_ops,
+            "predicted_ms": p.ms, "raw_sum_ms": p.sum_ms, "measured_ms": float(m["measured_ms"]),
+            "error": p.ms / float(m["measured_ms"]) - 1.0, "raw_error": p.sum_ms / float(m["measured_ms"]) - 1.0,
+            "half_a_ms": float(m["half_a_ms"]), "half_b_ms": float(m["half_b_ms"]), "noise": float(m["noise"]),
+            "round_median_ms": float(m["round_median_ms"]), "other_load": float(m["other_load"]),
+        })
+    df = pd.DataFrame(rows)
+    held = df[~df["in_calibration"]] if df["in_calibration"].any() else df
+    summary = {
+        "table": str(table.path) if table.path else None,
+        "precision": table.precision, "threads": protocol.threads, "statistic": protocol.statistic,
+        "runs": protocol.runs, "rounds": rounds, "cpu": table.meta.get("cpu"),
+        "runtime_version": table.meta.get("runtime_version"),
+        "calibration_model": (table.calibration or {}).get("model", "none"),
+        "calibration_nets": (table.calibration or {}).get("nets", 0),
+        "n_nets": int(len(held)), "n_sampled": int((held["source"] == "sample").sum()),
+        "n_zoo": int((held["source"] == "zoo").sum()),
+        "excluded_in_calibration": int(df["in_calibration"].sum()),
+        "error": error_summary(held["error"]), "raw_sum_error": error_summary(held["raw_error"]),
+        "error_sampled": error_summary(held.loc[held["source"] == "sample", "error"]),
+        "error_zoo": error_summary(held.loc[held["source"] == "zoo", "error"]),
+        "spearman": spearman(held["predicted_ms"], held["measured_ms"]),
+        "spearman_raw_sum": spearman(held["raw_sum_ms"], held["measured_ms"]),
+        "raw_sum_ratio_median": float(np.median(held["raw_sum_ms"] / held["measured_ms"])),
+        "noise": error_summary(held["noise"].dropna()),
+        "drift": times.drift(),
+        "measured_ms_range": [float(held["measured_ms"].min()), float(held["measured_ms"].max())],
+        "other_load_mean": float(held["other_load"].mean()),
+    }
+    report = ValidationReport(df, summary)
+    if out_dir is not None:
+        write_outputs(report, times, Path(out_dir), prefix)
+    return report
+
+
+def write_outputs(report: ValidationReport, times, out_dir: Path, prefix: str) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out_dir / f"{prefix}.csv", "json": out_dir / f"{prefix}.json", "png": out_dir / f"{prefix}.png",
+             "rounds": out_dir / f"{prefix}_rounds.csv"}
+    report.nets.to_csv(paths["csv"], index=False)
+    times.rounds.to_csv(paths["rounds"], index=False)
+    paths["json"].write_text(json.dumps(_clean(report.summary), indent=1) + "\n")
+    plot(report, paths["png"])
+    return paths
+
+
+def _clean(x):
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def plot(report: ValidationReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df, s = report.nets, report.summary
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    ax = axes[0]
+    lo = min(df["measured_ms"].min(), df["predicted_ms"].min(), df["raw_sum_ms"].min()) * 0.9
+    hi = max(df["measured_ms"].max(), df["predicted_ms"].max()) * 1.1
+    xs = np.linspace(lo, hi, 10)
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.9", label="±10%")
+    ax.fill_between(xs, xs * 0.95, xs * 1.05, color="0.8", label="±5%")
+    ax.plot(xs, xs, "k-", lw=0.8)
+    for src, marker in (("sample", "o"), ("zoo", "s")):
+        d = df[df["source"] == src]
+        ax.scatter(d["measured_ms"], d["raw_sum_ms"], s=12, marker=marker, facecolors="none", edgecolors="tab:red",
+                   alpha=0.6, label=f"plain sum ({src})")
+        ax.scatter(d["measured_ms"], d["predicted_ms"], s=16, marker=marker, color="tab:blue",
+                   label=f"calibrated ({src})")
+    for _, r in df[df["source"] == "zoo"].iterrows():
+        ax.annotate(r["net"], (r["measured_ms"], r["predicted_ms"]), fontsize=6, alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured end to end (ms)")
+    ax.set_ylabel("predicted from table (ms)")
+    e = s["error"]
+    ax.set_title(f"{s['precision']}, {s['threads']} thread(s): median |err| {e['median_abs']:.1%}, "
+                 f"p90 {e['p90_abs']:.1%}, Spearman {s['spearman']:.3f}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax = axes[1]
+    bins = np.linspace(-0.2, 0.2, 41)
+    ax.hist(np.clip(df["error"], -0.2, 0.2), bins=bins, alpha=0.7, label="table error (calibrated)")
+    ax.hist(np.clip(df["noise"].dropna(), -0.2, 0.2), bins=bins, alpha=0.5, label="measurement noise (even vs odd rounds)")
+    ax.set_xlabel("relative error")
+    ax.set_ylabel("nets")
+    ax.legend(fontsize=7)
+    ax.set_title(f"within ±5%: {e['within_5']:.0%}, ±10%: {e['within_10']:.0%}; "
+                 f"noise median {s['noise'].get('median_abs', float('nan')):.1%}", fontsize=9)
+    fig.suptitle(f"{s['cpu']}, onnxruntime {s['runtime_version']}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,290 @@
+"""`nas pipeline`: the MobileNetV3 recipe end to end.
+
+Stages, each resumable, in one output folder:
+  1. search    platform-aware search (Large: w = -0.07, Small: w = -0.15), target = the paper
+               net's latency on this machine's table (80 ms on a Pixel 1 means nothing here);
+  2. netadapt  NetAdapt on the best net found, to min(target, frac x its latency);
+  3. check     the final spec against the paper's table, both nets measured the same way;
+  4. report    report.md with every stage's tables and plots, final.json.
+`pipeline.json` records the settings and each finished stage, so a pipeline interrupted at
+any point continues where it stopped: the search through its Optuna study, NetAdapt from its
+last finished iteration, and finished stages are not run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from search_space import ArchSpec
+from search_space.errors import UserError
+
+PRESETS = {
+    "large": {"space": "large", "w": -0.07, "against": "mnv3-large"},
+    "small": {"space": "small", "w": -0.15, "against": "mnv3-small"},
+}
+STAGES = ("search", "netadapt", "check", "report")
+
+
+@dataclass
+class PipelineConfig:
+    preset: str
+    out: str | Path
+    controller: str = "rl"
+    trials: int = 30
+    search_steps: int = 300  # proxy steps per searched net
+    proxy_resolution: int = 32
+    netadapt_frac: float = 0.9  # NetAdapt target: min(search target, frac x the found net's latency)
+    short_steps: int = 100
+    long_steps: int = 500
+    init_steps: int = 500
+    check_steps: int = 500  # proxy steps for the final comparison (both nets)
+    measure_rounds: int = 4
+    data: str | None = None
+    table: str | None = None
+    seed: int = 0
+    max_train_images: int | None = None
+    eval_batches: int | None = None
+    calibrate_nets: int = 8
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise UserError(f"--preset {self.preset!r}: expected one of {', '.join(PRESETS)}")
+        for name in ("trials", "search_steps", "proxy_resolution", "check_steps"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise UserError(f"--{name.replace('_', '-')} {v!r}: must be a positive integer")
+        for name in ("short_steps", "long_steps", "init_steps", "measure_rounds"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise UserError(f"--{name.replace('_', '-')} {v!r}: must be an integer >= 0")
+        if not 0 < self.netadapt_frac <= 1:
+            raise UserError(f"--netadapt-frac {self.netadapt_frac!r}: must be in (0, 1]")
+
+    @property
+    def w(self) -> float:
+        return PRESETS[self.preset]["w"]
+
+    @property
+    def against(self) -> str:
+        return PRESETS[self.preset]["against"]
+
+    def settings(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("out", "progress"):
+            d.pop(k)
+        return d
+
+
+class Pipeline:
+    def __init__(self, cfg: PipelineConfig, log: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.log = log or (lambda s: print(s, file=sys.stderr))
+        self.state_path = self.out / "pipeline.json"
+        self.state = self._load_state()
+
+    # ---- state ---------------------------------------------------------------------------
+    def _load_state(self) -> dict:
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out}: is a file, not a folder")
+        if self.state_path.exists():
+            try:
+                state = json.loads(self.state_path.read_text())
+            except json.JSONDecodeError:
+                raise UserError(f"{self.state_path}: corrupt pipeline state; remove it to start over") from None
+            was = state.get("settings", {})
+            now = self.cfg.settings()
+            changed = [k for k in now if k in was and was[k] != now[k]]
+            if changed:
+                k = changed[0]
+                raise UserError(f"{self.out} holds a pipeline run with {k}={was[k]!r}, not {now[k]!r}; "
+                                "use another --out or the same settings")
+            return state
+        return {"settings": self.cfg.settings(), "stages": {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+    def _save_state(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_name(f".pipeline.json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.state, indent=1))
+        os.replace(tmp, self.state_path)
+
+    def done(self, stage: str) -> bool:
+        return stage in self.state["stages"]
+
+    def _finish(self, stage: str, info: dict, started: float) -> None:
+        self.state["stages"][stage] = {**info, "seconds": round(time.time() - started, 1),
+                                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self._save_state()
+
+    # ---- shared pieces -------------------------------------------------------------------
+    def table(self):
+        from nas.search import default_table_path, ensure_table, load_space, seed_spec
+        from search_space import zoo
+
+        path = Path(self.cfg.table) if self.cfg.table else default_table_path()
+        space = load_space(PRESETS[self.cfg.preset]["space"])
+        return ensure_table(path, space, extra_specs=[zoo(self.cfg.against), seed_spec(space)],
+                            progress=self.cfg.progress, calibrate_nets=self.cfg.calibrate_nets, log=self.log)
+
+    def data(self):
+        from nas.data import load_dataset
+
+        return load_dataset(self.cfg.data)
+
+    def proxy(self, steps: int):
+        from nas.proxy import ProxyConfig
+
+        return ProxyConfig(steps=steps, resolution=self.cfg.proxy_resolution, seed=self.cfg.seed,
+                           max_train_images=self.cfg.max_train_images, eval_batches=self.cfg.eval_batches)
+
+    # ---- stages --------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._save_state()
+        for stage in STAGES:
+            if self.done(stage):
+                self.log(f"pipeline: stage {stage} already finished, skipping")
+                continue
+            self.log(f"pipeline: stage {stage}")
+            getattr(self, f"stage_{stage}")()
+        return self.state
+
+    def stage_search(self) -> None:
+        from nas.search import SearchConfig, run_search
+
+        started = time.time()
+        c = self.cfg
+        proxy = {"steps": c.search_steps, "resolution": c.proxy_resolution}
+        if c.max_train_images:
+            proxy["max_train_images"] = c.max_train_images
+        if c.eval_batches:
+            proxy["eval_batches"] = c.eval_batches
+        scfg = SearchConfig(space=PRESETS[c.preset]["space"], controller=c.controller, target_like=c.against,
+                            w=c.w, trials=c.trials, out=self.out / "search", data=c.data, seed=c.seed,
+                            table=c.table, proxy=proxy, calibrate_nets=c.calibrate_nets, progress=c.progress)
+        outcome = run_search(scfg)
+        if not outcome.best:
+            raise UserError(f"search in {self.out / 'search'} completed no trial; see its trials.csv")
+        best_spec = self.out / "search" / "best.json"
+        if not best_spec.exists():
+            raise UserError(f"search finished but wrote no {best_spec}")
+        self._finish("search", {"completed": outcome.completed, "failed": outcome.failed,
+                                "best": _jsonable(outcome.best), "summary": _jsonable(outcome.summary),
+                                "best_spec": str(best_spec)}, started)
+
+    def _search_target_ms(self) -> float:
+        summary = self.state["stages"]["search"].get("summary") or {}
+        for key in ("target_ms", "target"):
+            if isinstance(summary.get(key), (int, float)):
+                return float(summary[key])
+        from latency.predict import predict
+        from search_space import zoo
+
+        return float(predict(zoo(self.cfg.against), self.table(), measure_missing=True).ms)
+
+    def stage_netadapt(self) -> None:
+        from netadapt.loop import NetAdaptConfig, run_netadapt
+        from latency.predict import predict, protocol_of
+
+        started = time.time()
+        c = self.cfg
+        seed_spec = ArchSpec.load(self.state["stages"]["search"]["best_spec"])
+        table = self.table()
+        protocol = protocol_of(table)
+
+        def predict_ms(spec: ArchSpec) -> float:
+            return float(predict(spec, table, measure_missing=True, protocol=protocol).ms)
+
+        start_ms = predict_ms(seed_spec)
+        target = min(self._search_target_ms(), c.netadapt_frac * start_ms)
+        ncfg = NetAdaptConfig(target_ms=target, short_steps=c.short_steps, long_steps=c.long_steps,
+                              init_steps=c.init_steps, seed=c.seed, proxy=self.proxy(c.search_steps))
+        result = run_netadapt(seed_spec, self.data(), predict_ms, self.out / "netadapt", ncfg, quiet=not c.progress)
+        final = self.out / "final.json"
+        result.spec.with_rows(result.spec.rows, name=f"{c.preset}-final").save(final)
+        self._finish("netadapt", {"status": result.status, "message": result.message,
+                                  "initial_ms": result.initial_ms, "final_ms": result.final_ms,
+                                  "target_ms": target, "iterations": result.iterations,
+                                  "accuracy": result.accuracy, "test_accuracy": result.test_accuracy,
+                                  "final_spec": str(final)}, started)
+
+    def stage_check(self) -> None:
+        from nas.check import run_check, write_report
+
+        started = time.time()
+        c = self.cfg
+        final = ArchSpec.load(self.state["stages"]["netadapt"]["final_spec"])
+        report = run_check(final, c.against, table=self.table(), data=self.data(), proxy_cfg=self.proxy(c.check_steps),
+                           target_ms=self._search_target_ms(), w=c.w, measure_rounds=c.measure_rounds,
+                           progress=c.progress)
+        write_report(report, self.out / "check")
+        self._finish("check", {"nets": [dataclasses.asdict(n) for n in report.nets]}, started)
+
+    def stage_report(self) -> None:
+        started = time.time()
+        (self.out / "report.md").write_text(render_report(self.out, self.state, self.cfg))
+        self._finish("report", {"path": str(self.out / "report.md")}, started)
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def render_report(out: Path, state: dict, cfg: PipelineConfig) -> str:
+    """report.md: what each stage did, with its tables and plots (relative links)."""
+    st = state["stages"]
+    lines = [f"# MobileNetV3 recipe, preset `{cfg.preset}`", "",
+             f"Search space `{PRESETS[cfg.preset]['space']}`, controller `{cfg.controller}`, reward "
+             f"ACC x (LAT/TAR)^{cfg.w:g} with TAR = {cfg.against}'s latency on this machine's table; "
+             f"{cfg.trials} trials of {cfg.search_steps} proxy steps at {cfg.proxy_resolution}x{cfg.proxy_resolution}.",
+             ""]
+    total = sum(s.get("seconds", 0) for s in st.values())
+    lines += ["| stage | time (s) | result |", "|---|---|---|"]
+    if "search" in st:
+        b = st["search"].get("best") or {}
+        lines.append(f"| search | {st['search']['seconds']} | {st['search']['completed']} trials, "
+                     f"best reward {_fmt(b.get('reward'))} (acc {_fmt(b.get('accuracy'))}, "
+                     f"{_fmt(b.get('latency_ms'))} ms) |")
+    if "netadapt" in st:
+        n = st["netadapt"]
+        lines.append(f"| netadapt | {n['seconds']} | {n['status']}: {_fmt(n['initial_ms'])} -> {_fmt(n['final_ms'])} ms "
+                     f"(target {_fmt(n['target_ms'])}) in {n['iterations']} iterations, acc {_fmt(n.get('accuracy'))} |")
+    if "check" in st:
+        lines.append(f"| check | {st['check']['seconds']} | see below |")
+    lines += [f"| total | {round(total, 1)} | |", ""]
+    lines += ["## 1. Search", ""]
+    p = out / "search" / "best_table.txt"
+    if p.exists():
+        lines += ["Best net against the space's seed:", "", "```", p.read_text().rstrip(), "```", ""]
+    for png in sorted((out / "search").glob("*.png")):
+        lines += [f"![{png.stem}](search/{png.name})", ""]
+    lines += ["## 2. NetAdapt", ""]
+    if "netadapt" in st:
+        lines += [st["netadapt"]["message"], ""]
+    for name in ("netadapt/diff.txt", "netadapt/final_diff.txt"):
+        p = out / name
+        if p.exists():
+            lines += ["```", p.read_text().rstrip(), "```", ""]
+    for png in sorted((out / "netadapt").glob("*.png")):
+        lines += [f"![{png.stem}](netadapt/{png.name})", ""]
+    lines += ["## 3. Final spec against the paper", ""]
+    check = out / "check" / "check.md"
+    if check.exists():
+        lines += [check.read_text(), ""]
+    lines += ["`final.json` is the final spec: `nas show final.json`, `nas export final.json --onnx final.onnx`, "
+              f"`nas check final.json --against {cfg.against}`.", ""]
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)

@@ -1,0 +1,109 @@
+"""The standalone runner in a virtual environment holding only onnxruntime and numpy.
+
+export-ops -> runner.py (minimal venv, its own folder as cwd) -> import -> table. Also
+checks that the runner resumes (rows already in the CSV are not measured again) and that
+runner.py imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import dataclasses
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import search_space
+from latency.ops import enumerate_ops
+from latency.remote import export_ops, import_csv
+from latency.runner import CSV_COLUMNS
+from latency.table import LatencyTable
+from search_space.errors import UserError
+
+RUNNER = Path(__file__).resolve().parents[1] / "latency" / "runner.py"
+
+
+def test_runner_imports_only_stdlib_numpy_onnxruntime():
+    tree = ast.parse(RUNNER.read_text())
+    mods = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            mods |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "runner.py must not use relative imports"
+            mods.add(node.module.split(".")[0])
+    third_party = mods - set(sys.stdlib_module_names) - {"__future__"}
+    assert third_party <= {"numpy", "onnxruntime"}, third_party
+
+
+@pytest.fixture(scope="module")
+def minimal_python(tmp_path_factory) -> Path:
+    """A venv with onnxruntime + numpy only (pip's local wheel mirror; no network)."""
+    venv = tmp_path_factory.mktemp("minvenv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "onnxruntime", "numpy"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:  # older pip without --python: bootstrap the venv's own pip
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "onnxruntime", "numpy"], check=True)
+    probe = subprocess.run([str(py), "-c", "import torch"], capture_output=True)
+    assert probe.returncode != 0, "the minimal venv must not see torch"
+    probe = subprocess.run([str(py), "-c", "import pandas"], capture_output=True)
+    assert probe.returncode != 0, "the minimal venv must not see pandas"
+    return py
+
+
+def _read(csv_path):
+    with open(csv_path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_runner_in_minimal_venv_then_import(tmp_path, minimal_python):
+    spec = dataclasses.replace(search_space.zoo("mnv3-small"), resolution=32)
+    ops = enumerate_ops([spec])
+    folder = export_ops(ops, tmp_path / "ops", nets=[spec], progress=False, space="test")
+    assert (folder / "runner.py").read_text() == RUNNER.read_text()
+    out = tmp_path / "device.csv"
+    base = [str(minimal_python), "runner.py", str(folder), "--out", str(out), "--runs", "3", "--warmup", "1",
+            "--passes", "2", "--quiet-wait", "0"]
+    # A first, partial run (as if interrupted), then the full run: only the rest is measured.
+    r = subprocess.run(base + ["--limit", "3"], cwd=folder, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert len(_read(out)) == 3 * 2
+    r = subprocess.run(base, cwd=folder, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = _read(out)
+    n = len(ops) + 1  # the ops and the calibration net
+    assert len(rows) == n * 2
+    assert len({(x["key"], x["pass"]) for x in rows}) == n * 2
+    assert list(rows[0]) == CSV_COLUMNS
+    for x in rows:
+        assert float(x["min_ms"]) > 0 and math.isfinite(float(x["median_ms"]))
+    assert (tmp_path / "device.csv.meta.json").exists()
+    # Bad input: a different --runs on an existing CSV is refused with exit 2.
+    r = subprocess.run(base[:-6] + ["--runs", "5", "--quiet-wait", "0"], cwd=folder, capture_output=True, text=True)
+    assert r.returncode == 2 and "--runs" in r.stderr
+
+    table = import_csv(out, folder, tmp_path / "device.parquet")
+    assert len(table) == len(ops)
+    back = LatencyTable.load(tmp_path / "device.parquet")
+    assert back.meta["runs"] == 3 and back.meta["passes"] == 2 and back.meta["cpu"]
+    assert all(back.passes(o.key) == 2 and back.ms(o.key) > 0 for o in ops)
+    cal = back.calibration
+    assert cal and cal["nets"] == 1 and cal["records"][0]["measured_ms"] > 0
+
+
+def test_import_rejects_foreign_csv(tmp_path):
+    spec = dataclasses.replace(search_space.zoo("mnv3-small"), resolution=32)
+    folder = export_ops(enumerate_ops([spec])[:2], tmp_path / "ops", progress=False)
+    bad = tmp_path / "x.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="not a runner CSV"):
+        import_csv(bad, folder, tmp_path / "t.parquet")
+    with pytest.raises(UserError, match="no manifest"):
+        import_csv(bad, tmp_path, tmp_path / "t.parquet")

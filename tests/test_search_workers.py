@@ -1,0 +1,265 @@
+"""`nas search` as real processes: kill and resume, several workers on one study.
+
+Everything is real but tiny: a small custom search space (a JSON file), a latency table
+measured here with onnxruntime at 32x32 (a quick protocol: 1 pass of 5 runs), proxy training
+of a few SGD steps at 16x16 on a few hundred Fashion-MNIST images (random images when the
+Debian package is missing), and, for the shared study, a private PostgreSQL server
+(tests/pg.py; skipped with the reason when the server binaries are missing).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+import pg
+from nas import study as st
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+ROOT = Path(__file__).resolve().parents[1]
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+TINY_SPACE = {
+    "name": "tiny", "seed": "mnv3-small",
+    "stem": {"op": "conv", "out": 8, "kernel": 3, "nl": "hswish", "stride": 2},
+    "stages": [{"out": 16, "stride": 2, "layers": 1, "nl": "relu"},
+               {"out": 24, "stride": 2, "layers": 1, "nl": "hswish"}],
+    "last_conv": 64, "head": [{"op": "pool"}, {"op": "fc", "out": 128, "nl": "hswish", "bn": False}],
+    "kernels": [3, 5], "expands": [3, 6], "widths": [1.0, 1.5], "known": [],
+}
+
+
+def _idx(path: Path, array: np.ndarray) -> None:
+    magic = 0x800 | array.ndim
+    with gzip.open(path, "wb") as fh:
+        fh.write(struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
+
+
+def _fashion_subset(n_train: int, n_test: int):
+    from nas.data import read_idx
+
+    try:
+        x = read_idx(FASHION / "train-images-idx3-ubyte.gz")[: n_train + n_test]
+        y = read_idx(FASHION / "train-labels-idx1-ubyte.gz")[: n_train + n_test]
+    except (FileNotFoundError, OSError):
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, size=(n_train + n_test, 28, 28), dtype=np.uint8)
+        y = (np.arange(n_train + n_test) % 10).astype(np.uint8)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny data folder, the tiny space and a latency table for it (measured here)."""
+    from latency.timing import Protocol
+    from nas.search import TableLatency, ensure_table
+    from search_space.spaces import get_space
+
+    root = tmp_path_factory.mktemp("tiny")
+    data = root / "data"
+    data.mkdir()
+    xtr, ytr, xte, yte = _fashion_subset(600, 100)
+    _idx(data / "train-images-idx3-ubyte.gz", xtr)
+    _idx(data / "train-labels-idx1-ubyte.gz", ytr)
+    _idx(data / "t10k-images-idx3-ubyte.gz", xte)
+    _idx(data / "t10k-labels-idx1-ubyte.gz", yte)
+    space_file = root / "tiny_space.json"
+    space_file.write_text(json.dumps(TINY_SPACE))
+    space = get_space(str(space_file))
+    table_path = root / "table.parquet"
+    proto = Protocol(runs=5, warmup=1, passes=1, quiet_wait=0.0, pin=False)
+    table = ensure_table(table_path, space, 32, progress=False, calibrate_nets=0, protocol=proto, log=lambda s: None)
+    assert len(table) >= 10
+    mid = space.decode({k: v[0] for k, v in space.choices().items()}, resolution=32)
+    target = TableLatency(table)(mid)
+    return {"root": root, "data": data, "space": str(space_file), "table": str(table_path), "target": target,
+            "n_ops": len(table)}
+
+
+def search_cmd(tiny, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "nas.cli", "search", "--space", tiny["space"], "--data", str(tiny["data"]),
+            "--table", tiny["table"], "--resolution", "32", "--calibrate", "0",
+            "--steps", "3", "--batch-size", "16", "--proxy-resolution", "16", "--val-size", "64",
+            "--max-train-images", "256", "--threads", "1", "--zoo-reference", "none",
+            "--target-ms", f"{tiny['target']:.6f}", "--w", "-0.07", "--no-progress", "--no-plots",
+            "--out", str(out), *extra]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def _journal_study(path: Path, name: str = "nas-search"):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))))
+    except KeyError:
+        return None
+
+
+def test_table_was_measured_for_the_space(tiny):
+    from latency.table import LatencyTable
+
+    table = LatencyTable.load(tiny["table"])
+    assert "tiny" in table.meta["spaces"]
+    assert all(table.ms(k) > 0 for k in table.keys())
+
+
+def test_killed_search_resumes_without_losing_trials(tiny, tmp_path):
+    out = tmp_path / "run"
+    cmd = search_cmd(tiny, out, "--controller", "rl", "--trials", "6", "--seed", "3")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    before: dict[int, tuple] = {}
+    killed_running = None
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            study = _journal_study(out / "study.log") if (out / "study.log").exists() else None
+            if study is not None:
+                trials = study.get_trials()
+                done = [t for t in trials if t.state == TrialState.COMPLETE]
+                running = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("worker")]
+                if len(done) >= 2 and (running or len(done) >= 4):
+                    proc.send_signal(signal.SIGKILL)  # no chance to clean up
+                    proc.wait(30)
+                    study = _journal_study(out / "study.log")
+                    trials = study.get_trials()
+                    before = {t.number: (t.params, t.user_attrs["accuracy"], t.user_attrs["reward"])
+                              for t in trials if t.state == TrialState.COMPLETE}
+                    killed_running = [t.number for t in trials if t.state == TrialState.RUNNING
+                                      and "spec" in t.user_attrs]  # its net was decided
+                    break
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert before, f"the first run never completed 2 trials: {proc.stdout.read().decode()[-3000:]}"
+    assert len(before) < 6
+
+    res = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    study = _journal_study(out / "study.log")
+    trials = study.get_trials()
+    assert [t.number for t in trials] == list(range(len(trials)))  # each trial recorded once
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 6
+    for n, (params, acc, reward) in before.items():  # nothing completed was lost or redone
+        assert trials[n].state == TrialState.COMPLETE
+        assert trials[n].params == params and trials[n].user_attrs["accuracy"] == acc
+        assert trials[n].user_attrs["reward"] == reward
+    for n in killed_running or []:  # the cut-off trial is failed and its choices run again
+        assert trials[n].state == TrialState.FAIL
+        assert "died" in trials[n].user_attrs["failed_because"]
+        retry = [t for t in trials if t.user_attrs.get("retry_of") == n]
+        assert len(retry) == 1 and retry[0].params == trials[n].params
+    assert "resuming" in res.stderr
+    df = pd.read_csv(out / "trials.csv")
+    assert len(df) == len(trials) and (df["state"] == "COMPLETE").sum() == 6
+    spec = json.loads((out / "best.json").read_text())
+    assert spec["resolution"] == 32 and spec["schema"] == "mnv3-nas/arch-spec"
+    assert "best trial" in (out / "best_table.txt").read_text()
+    # the best net's proxy-trained weights fit its training spec (a start for NetAdapt)
+    import torch
+
+    from search_space import ArchSpec, build
+
+    meta = json.loads((out / "best_weights.json").read_text())
+    assert trials[meta["trial"]].state == TrialState.COMPLETE
+    model = build(ArchSpec.load(out / "best_train.json"))
+    model.load_state_dict(torch.load(out / "best_weights.pt", weights_only=True))
+
+
+def _run_workers(tiny, tmp_path, storage: str, trials: int, n: int = 3) -> list[subprocess.CompletedProcess]:
+    procs = []
+    for i in range(n):
+        cmd = search_cmd(tiny, tmp_path / f"worker{i}", "--controller", "tpe", "--trials", str(trials),
+                         "--storage", storage, "--study", "shared", "--steps", "12")
+        procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    results = []
+    for p in procs:
+        try:
+            stdout, stderr = p.communicate(timeout=400)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            stdout, stderr = p.communicate()
+        results.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return results
+
+
+def _check_shared(study: optuna.Study, trials: int, results) -> None:
+    for r in results:
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    all_trials = study.get_trials()
+    numbers = [t.number for t in all_trials]
+    assert sorted(numbers) == list(range(len(numbers)))  # unique and contiguous
+    done = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    assert len(done) == trials  # exactly the budget, no overshoot
+    assert not [t for t in all_trials if t.state == TrialState.RUNNING]
+    assert all("accuracy" in t.user_attrs and "reward" in t.user_attrs for t in done)
+    workers = {t.user_attrs["worker"] for t in done}
+    assert len(workers) >= 2, f"only {workers} ran trials"
+    assert study.user_attrs[st.SETTINGS_ATTR]["space"] == "tiny"
+
+
+@pytest.mark.slow
+def test_three_workers_share_a_journal_file(tiny, tmp_path):
+    storage = str(tmp_path / "shared.log")
+    results = _run_workers(tiny, tmp_path, storage, trials=9)
+    _check_shared(_journal_study(Path(storage), "shared"), 9, results)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    reason = pg.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = pg.PgServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_three_workers_share_a_postgres_study(tiny, tmp_path, postgres):
+    # the three start at once on an empty database: table creation races are retried
+    results = _run_workers(tiny, tmp_path, postgres.url, trials=9)
+    study = optuna.load_study(study_name="shared", storage=postgres.url)
+    _check_shared(study, 9, results)
+    # any worker (or a later call) regenerates the results from the study alone
+    out = tmp_path / "report"
+    res = subprocess.run(search_cmd(tiny, out, "--controller", "tpe", "--trials", "9", "--storage", postgres.url,
+                                    "--study", "shared", "--steps", "12", "--report-only"),
+                         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    df = pd.read_csv(out / "trials.csv")
+    assert (df["state"] == "COMPLETE").sum() == 9
+    assert "this run: 0 trial(s)" in res.stdout
+
+
+def test_unreachable_postgres_is_one_line_and_exit_2(tiny, tmp_path):
+    res = subprocess.run(search_cmd(tiny, tmp_path / "o", "--storage", "postgresql://nobody:pw@127.0.0.1:1/nas"),
+                         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot connect" in lines[0] and ":pw@" not in lines[0]
