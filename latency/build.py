@@ -155,7 +155,8 @@ def build_table(ops: Sequence, table: LatencyTable, protocol: Protocol, *, progr
             t1 = time.monotonic()
             total = sum(need.values())
             task = bar.task("time ops", total)
-            with measuring(protocol):
+            with measuring(protocol) as state:
+                table.meta["priority_in_effect"] = state["priority"]
                 for p in range(protocol.passes):
                     todo = [k for k in need if table.passes(k) <= p and table.passes(k) < protocol.passes]
                     if not todo:

@@ -50,7 +50,8 @@ def _protocol_args(p: argparse.ArgumentParser, table_defaults: bool = True) -> N
     g.add_argument("--passes", type=_positive("--passes"), default=None, help="passes over all ops; a row keeps its best (default 3)")
     g.add_argument("--statistic", choices=["min", "p10", "median", "mean"], default=None, help="statistic of the runs (default min)")
     g.add_argument("--no-pin", action="store_true", help="do not pin to one core when --threads 1")
-    g.add_argument("--no-priority", action="store_true", help="do not raise the measuring thread's priority (nice -20)")
+    g.add_argument("--priority", choices=["realtime", "nice", "none"], default=None,
+                   help="measuring thread's scheduling: realtime = SCHED_FIFO where permitted, else nice -20 (default)")
     g.add_argument("--quiet-wait", type=float, default=None, help="max seconds to wait for a quiet machine before each pass (default 10; 0 = never)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -140,8 +141,8 @@ def _protocol(args, table=None, threads_default=1):
             "statistic": args.statistic, "quiet_wait": args.quiet_wait}
     if args.no_pin:
         over["pin"] = False
-    if args.no_priority:
-        over["priority"] = False
+    if args.priority:
+        over["priority"] = args.priority
     if table is not None and len(table):
         return protocol_of(table, **over)
     base = Protocol()

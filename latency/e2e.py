@@ -45,6 +45,7 @@ class NetTimes:
     reference: pd.DataFrame  # round, index, value_ms, t (seconds since start)
     protocol: Protocol
     names: list[str] = field(default_factory=list)
+    priority: str = "none"  # what was in effect
 
     def summary(self) -> pd.DataFrame:
         """One row per net: measured_ms (best round), half_a/half_b (even/odd rounds), noise."""
@@ -95,7 +96,8 @@ def measure_nets(specs: Sequence, protocol: Protocol, rounds: int = 4, reference
         n_ref = (len(specs) // max(1, ref_every) + 1) if reference is not None else 0
         task = bar.task("time nets", rounds * (len(specs) + n_ref))
         t0 = time.monotonic()
-        with measuring(protocol):
+        with measuring(protocol) as state:
+            priority = state["priority"]
             for rd in range(rounds):
                 order = list(names)
                 rng.shuffle(order)
@@ -112,7 +114,7 @@ def measure_nets(specs: Sequence, protocol: Protocol, rounds: int = 4, reference
                                  "other_load": s["other_load"], "at": now_iso()})
                     bar.advance(task, description=f"time nets (round {rd + 1}/{rounds})")
     return NetTimes(pd.DataFrame(rows), pd.DataFrame(refs, columns=["round", "index", "value_ms", "t", "other_load"]),
-                    protocol, names)
+                    protocol, names, priority)
 
 
 def _unique_names(specs) -> list[str]:

@@ -8,8 +8,9 @@ Protocol (all of it goes into a table's metadata):
   graph optimizations; random inputs bound once (IOBinding) so a call costs ~5 us of Python;
 - `warmup` untimed runs, then `runs` runs timed one by one with perf_counter_ns;
 - with one thread the process is pinned to the idlest core (sched_setaffinity), and the
-  measuring thread runs at nice -20 where permitted, so that other processes on a shared
-  machine are moved to the other cores instead of preempting timed runs;
+  measuring thread runs at real-time priority (SCHED_FIFO 1) where permitted (else nice
+  -20): on a shared machine other processes otherwise preempt timed runs (see
+  runner.raise_priority for what that did here);
 - before each pass/round, wait (capped) until other processes use under `quiet_load` cores;
 - several passes over all models, interleaved, and the table keeps the best pass.
 
@@ -32,6 +33,7 @@ from pathlib import Path
 from search_space.errors import UserError
 
 from .runner import (  # noqa: F401 - re-exported: the one timing implementation
+    PRIORITIES,
     STAT_NAMES,
     LoadMeter,
     machine_info,
@@ -62,7 +64,7 @@ class Protocol:
     pin: bool = True  # pin to one core when threads == 1
     quiet_load: float = 0.15  # wait until other processes use under this many cores ...
     quiet_wait: float = 10.0  # ... but at most this long (s) per pass; 0 = never wait
-    priority: bool = True  # raise the measuring thread's priority (nice -20) where permitted
+    priority: str = "realtime"  # measuring thread: SCHED_FIFO where permitted, else nice -20 ("nice", "none")
 
     def __post_init__(self) -> None:
         for name in ("threads", "runs", "passes"):
@@ -73,6 +75,10 @@ class Protocol:
             raise UserError(f"--warmup {self.warmup!r}: must be a non-negative integer")
         if self.statistic not in STATISTICS:
             raise UserError(f"--statistic {self.statistic!r}: expected one of {', '.join(STATISTICS)}")
+        if isinstance(self.priority, bool):  # older tables stored a flag
+            object.__setattr__(self, "priority", "realtime" if self.priority else "none")
+        if self.priority not in PRIORITIES:
+            raise UserError(f"--priority {self.priority!r}: expected one of {', '.join(PRIORITIES)}")
         if self.quiet_wait < 0:
             raise UserError(f"--quiet-wait {self.quiet_wait!r}: must be >= 0")
 
@@ -86,13 +92,17 @@ class Protocol:
 
 @contextlib.contextmanager
 def measuring(protocol: "Protocol"):
-    """While inside: pinned to one core (threads == 1) and at raised priority, per protocol."""
+    """While inside: pinned to one core (threads == 1) and at raised priority, per protocol.
+    Yields what is in effect: {"core": int | None, "priority": "realtime" | "nice" | "none"}."""
+    mode = protocol.priority
+    if protocol.threads > 1 and mode == "realtime":
+        mode = "nice"  # real-time pool threads on every core would starve the machine
     with pinned(protocol.pin and protocol.threads == 1) as core:
-        old = raise_priority() if protocol.priority else None
+        done, token = raise_priority(mode)
         try:
-            yield core
+            yield {"core": core, "priority": done}
         finally:
-            restore_priority(old)
+            restore_priority(token)
 
 
 @contextlib.contextmanager

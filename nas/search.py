@@ -359,14 +359,16 @@ class Objective:
         from search_space import count
 
         cost = count(lat_spec)
+        net_key = _net_key(lat_spec)
         trial.set_user_attr("arch", arch)
+        trial.set_user_attr("net_key", net_key)
         trial.set_user_attr("n_params", int(cost.params))
         trial.set_user_attr("madds", int(cost.madds))
         trial.set_user_attr("spec", lat_spec.to_json(indent=None))
         latency = float(self.latency_fn(lat_spec))
         trial.set_user_attr("latency_ms", latency)
 
-        previous = _find_evaluated(trial.study, arch, trial.number)
+        previous = _find_evaluated(trial.study, net_key, trial.number)
         if previous is not None:
             ev = Evaluation(float(previous.user_attrs["accuracy"]), False, 0.0)
             trial.set_user_attr("reused_from", previous.number)
@@ -419,9 +421,17 @@ def save_weights(out: Path, model, train_spec: ArchSpec, number: int, reward: fl
     os.replace(out / f".best_weights.json.tmp{os.getpid()}", out / "best_weights.json")
 
 
-def _find_evaluated(study: optuna.Study, arch: str, number: int):
+def _net_key(spec: ArchSpec) -> str:
+    """Identifies a net by its rows (two choices that round to the same widths are one net)."""
+    import hashlib
+
+    text = json.dumps([r.to_dict() for r in spec.rows], sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _find_evaluated(study: optuna.Study, net_key: str, number: int):
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.number != number and t.user_attrs.get("arch") == arch and "accuracy" in t.user_attrs:
+        if t.number != number and t.user_attrs.get("net_key") == net_key and "accuracy" in t.user_attrs:
             return t
     return None
 

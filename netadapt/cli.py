@@ -11,10 +11,12 @@ from search_space.errors import UserError
 EPILOG = """\
 examples:
   nas netadapt mnv3-small --table lat.parquet --target-frac 0.8 --out runs/na-small
-  nas netadapt best.json --weights best.pt --target-ms 12 --table lat.parquet --out runs/na
+  nas netadapt best.json --weights best_weights.pt --target-ms 12 --table lat.parquet --out runs/na
   nas netadapt mnv3-large --weights mobilenet_v3_large.pth --target-ms 15 --table lat.parquet --out runs/na-l
 
-Latency is predicted for SPEC as given (e.g. 224x224x3, 1000 classes; see --latency-resolution);
+Latency is predicted for SPEC as given (e.g. `nas search`'s best.json: 224x224x3, 1000 classes;
+for a training-geometry spec such as best_train.json pass --latency-resolution 224
+--latency-channels 3 --latency-classes 1000);
 the net is trained on --data at --resolution with the data set's channels and classes. Ops
 missing from --table are measured on the spot and added to it. Rerunning with the same --out
 continues after the last finished iteration."""
@@ -69,6 +71,10 @@ def register(sub) -> None:
     p.add_argument("--resolution", type=int, default=32, help="proxy training resolution (default 32)")
     p.add_argument("--latency-resolution", type=int, default=None,
                    help="resolution latency is predicted at (default: the spec's)")
+    p.add_argument("--latency-channels", type=int, default=None,
+                   help="input channels latency is predicted with (default: the spec's)")
+    p.add_argument("--latency-classes", type=int, default=None,
+                   help="classes latency is predicted with (default: the spec's)")
     p.add_argument("--lr", type=float, default=None, help="proxy learning rate (seed training; default 0.2)")
     p.add_argument("--short-lr", type=float, default=None, help="short-term fine-tune lr (default lr/10)")
     p.add_argument("--long-lr", type=float, default=None, help="long-term fine-tune lr (default lr/10)")
@@ -100,10 +106,16 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     from .start import adapt_state_dict, read_state_dict
 
     spec = _spec(args.spec)
-    if args.latency_resolution is not None:
-        if args.latency_resolution < 1:
-            raise UserError(f"--latency-resolution {args.latency_resolution}: must be a positive integer")
-        spec = dataclasses.replace(spec, resolution=args.latency_resolution)
+    geometry = {}
+    for flag, field in (("latency_resolution", "resolution"), ("latency_channels", "in_channels"),
+                        ("latency_classes", "num_classes")):
+        value = getattr(args, flag)
+        if value is not None:
+            if value < 1:
+                raise UserError(f"--{flag.replace('_', '-')} {value}: must be a positive integer")
+            geometry[field] = value
+    if geometry:
+        spec = dataclasses.replace(spec, **geometry)
     if spec.seg_head is not None:
         raise UserError(f"{args.spec}: NetAdapt adapts classification specs; this one has a segmentation head")
     if args.target_ms is not None and not args.target_ms > 0:
@@ -133,6 +145,10 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
         short_lr=args.short_lr, long_lr=args.long_lr, max_iters=args.max_iters, include_last=args.include_last,
         seed=args.seed, test_eval=not args.no_test, proxy=proxy)
     data = load_dataset(args.data)
+    if not args.quiet:
+        print(f"latency predicted at {spec.resolution}x{spec.resolution}x{spec.in_channels}, {spec.num_classes} "
+              f"classes; training at {args.resolution}x{args.resolution}x{data.in_channels}, {data.num_classes} "
+              f"classes ({data.name})", file=sys.stderr)
     weights, train_first = None, None
     if args.weights:
         tspec = training_spec(spec, data, proxy.resolution)

@@ -189,8 +189,16 @@ def write_history(out: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(fh, HISTORY_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in HISTORY_COLUMNS})
+            w.writerow({k: _cell(r.get(k)) for k in HISTORY_COLUMNS})
     os.replace(tmp, out / "history.csv")
+
+
+def _cell(v):
+    if v is None:
+        return ""
+    if isinstance(v, float) and not isinstance(v, bool):
+        return f"{v:.6g}" if abs(v) < 1e-3 and v != 0 else round(v, 6)
+    return v
 
 
 def plot_history(path: Path, rows: list[dict], target_ms: float, title: str = "") -> None:

@@ -27,7 +27,7 @@ from latency.timing import Protocol
 from latency.validate import spearman
 from search_space.errors import UserError
 
-FAST = Protocol(runs=3, warmup=1, passes=1, pin=False, quiet_wait=0)
+FAST = Protocol(runs=3, warmup=1, passes=1, pin=False, quiet_wait=0, priority="none")
 
 
 def small(res: int = 32):
@@ -96,6 +96,17 @@ def test_net_export_matches_torch(tmp_path):
     path = export.export_module(module, inputs, tmp_path / "net.onnx")
     assert path.exists()
     assert export.max_abs_diff(module, inputs, path) < 1e-4
+
+
+def test_measuring_context_restores_affinity_and_priority():
+    from latency.timing import measuring
+
+    before = (os.sched_getaffinity(0), os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))
+    with measuring(dataclasses.replace(FAST, pin=True, priority="realtime")) as state:
+        assert state["priority"] in ("realtime", "nice", "none")
+        if state["core"] is not None:
+            assert os.sched_getaffinity(0) == {state["core"]}
+    assert (os.sched_getaffinity(0), os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)) == before
 
 
 def test_timing_statistics_are_ordered_and_positive():
@@ -258,7 +269,8 @@ def test_cli_build_predict_info(tmp_path, capsys):
     spec_file.write_text(small().to_json())
     out = tmp_path / "t.csv"
     args = ["build", "--space", str(spec_file), "--out", str(out), "--no-zoo", "--calibrate", "0", "--runs", "3",
-            "--warmup", "1", "--passes", "1", "--no-pin", "--quiet-wait", "0", "--no-progress", "--resolution", "32"]
+            "--warmup", "1", "--passes", "1", "--no-pin", "--quiet-wait", "0", "--no-progress", "--resolution", "32",
+            "--priority", "none"]
     assert cli_main(args) == 0
     assert out.exists() and (tmp_path / "t.csv.meta.json").exists()
     assert cli_main(args) == 0  # nothing missing: measures nothing

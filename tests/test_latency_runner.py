@@ -70,7 +70,7 @@ def test_runner_in_minimal_venv_then_import(tmp_path, minimal_python):
     assert (folder / "runner.py").read_text() == RUNNER.read_text()
     out = tmp_path / "device.csv"
     base = [str(minimal_python), "runner.py", str(folder), "--out", str(out), "--runs", "3", "--warmup", "1",
-            "--passes", "2", "--quiet-wait", "0"]
+            "--passes", "2", "--quiet-wait", "0", "--priority", "none"]
     # A first, partial run (as if interrupted), then the full run: only the rest is measured.
     r = subprocess.run(base + ["--limit", "3"], cwd=folder, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -86,7 +86,7 @@ def test_runner_in_minimal_venv_then_import(tmp_path, minimal_python):
         assert float(x["min_ms"]) > 0 and math.isfinite(float(x["median_ms"]))
     assert (tmp_path / "device.csv.meta.json").exists()
     # Bad input: a different --runs on an existing CSV is refused with exit 2.
-    r = subprocess.run(base[:-6] + ["--runs", "5", "--quiet-wait", "0"], cwd=folder, capture_output=True, text=True)
+    r = subprocess.run(base + ["--runs", "5"], cwd=folder, capture_output=True, text=True)
     assert r.returncode == 2 and "--runs" in r.stderr
 
     table = import_csv(out, folder, tmp_path / "device.parquet")

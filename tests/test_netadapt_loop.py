@@ -175,3 +175,18 @@ def test_cli_bad_input_and_target_met(tmp_path, capsys, table_path):
     # a target above the seed's latency: a message, exit 0, no training
     assert main(base + ["--target-frac", "1.5", "--no-test"]) == 0
     assert "already meets the target" in capsys.readouterr().err
+
+
+def test_a_lower_target_continues_a_finished_run(tmp_path, data):
+    spec = tiny_spec()
+    lat = madds_ms(spec)
+    first = run_netadapt(spec, data, madds_ms, tmp_path, config(target_ms=0.9 * lat, step_frac=0.08), quiet=True)
+    assert first.status == "reached" and first.final_ms <= 0.9 * lat
+    second = run_netadapt(spec, data, madds_ms, tmp_path, config(target_ms=0.75 * lat, step_frac=0.08), quiet=True)
+    assert second.status == "reached" and second.final_ms <= 0.75 * lat < first.final_ms
+    assert second.iterations > first.iterations
+    n = first.iterations
+    assert comparable([r for r in second.history if r["iteration"] <= n and r["kind"] != "final"]) == \
+        comparable([r for r in first.history if r["kind"] != "final"])
+    assert [r["kind"] for r in second.history].count("final") == 1
+    assert second.train_steps == sum(r["train_steps"] for r in second.history)

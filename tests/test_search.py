@@ -238,6 +238,11 @@ def test_report_only_regenerates_results(tmp_path):
     assert (tmp_path / "out" / "trials.csv").exists() and (tmp_path / "out" / "accuracy_latency.png").exists()
 
 
+def test_report_only_needs_a_study(tmp_path):
+    with pytest.raises(UserError, match="no study"):
+        run_search(config(tmp_path, report_only=True), latency_fn=fake_latency)
+
+
 # ---- storage ------------------------------------------------------------------------------------
 def test_parse_storage():
     assert st.parse_storage(None, "o").kind == "journal"
