@@ -301,7 +301,7 @@ def plot_accuracy_latency(study: optuna.Study, path: str | Path, *, settings: di
     title = f"{study.study_name}: {settings.get('space', '')} space, {settings.get('controller', '')}"
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best", framealpha=0.8)
     fig.tight_layout()
     path = Path(path)
     _atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
@@ -316,16 +316,20 @@ def plot_history(study: optuna.Study, path: str | Path) -> Path | None:
         return None
     from optuna.visualization.matplotlib import plot_optimization_history
 
-    with warnings.catch_warnings():
+    # Optuna switches matplotlib's global style: keep that inside this block
+    with warnings.catch_warnings(), plt.style.context("default"):
         warnings.simplefilter("ignore")
-        ax = plot_optimization_history(
-            study, target=lambda t: float(t.user_attrs.get("reward", float("nan"))), target_name="reward")
-    fig = ax.figure
-    fig.set_size_inches(7.5, 4.5)
-    fig.tight_layout()
-    path = Path(path)
-    _atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
-    plt.close(fig)
+        if len(study.directions) == 1:  # the objective is the reward: Optuna adds the best-so-far line
+            ax = plot_optimization_history(study, target_name="reward")
+        else:
+            ax = plot_optimization_history(
+                study, target=lambda t: float(t.user_attrs.get("reward", float("nan"))), target_name="reward")
+        fig = ax.figure
+        fig.set_size_inches(7.5, 4.5)
+        fig.tight_layout()
+        path = Path(path)
+        _atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+        plt.close(fig)
     return path
 
 

@@ -16,8 +16,6 @@ import argparse
 import math
 import sys
 
-from search_space.errors import UserError
-
 from .search import CONTROLLERS, DEFAULT_CALIBRATION_NETS, DEFAULT_OUT, DEFAULT_STEPS, DEFAULT_TRIALS
 
 
@@ -170,8 +168,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             verdict = "beats it" if cmp["beats"] else "does not beat it"
             print(f"vs {name} ({cmp['zoo_accuracy']:.4f} at {cmp['zoo_latency_ms']:.3f} ms): trial {cmp['trial']} "
                   f"{cmp['accuracy']:.4f} at {cmp['latency_ms']:.3f} ms {verdict}")
-    print(f"results in {outcome.out}: trials.csv, best.json, best_table.txt, pareto.csv, summary.json, "
-          "accuracy_latency.png, history.png")
+    files = [f for f in ("trials.csv", "best.json", "best_table.txt", "pareto.csv", "summary.json",
+                         "accuracy_latency.png", "history.png", "best_weights.pt") if (outcome.out / f).exists()]
+    print(f"results in {outcome.out}: {', '.join(files)}")
     if outcome.stopped == "failures":
         print("nas search: stopped after too many failed trials (see failed_because in trials.csv)", file=sys.stderr)
         return 1
