@@ -36,6 +36,8 @@ STAGES = ("search", "netadapt", "check", "report")
 class PipelineConfig:
     preset: str
     out: str | Path
+    space: str | None = None  # another search space (name or JSON file) than the preset's
+    latency_resolution: int = 224  # the geometry latency is predicted and measured at
     controller: str = "rl"
     trials: int = 30
     search_steps: int = 300  # proxy steps per searched net
@@ -51,6 +53,7 @@ class PipelineConfig:
     seed: int = 0
     max_train_images: int | None = None
     eval_batches: int | None = None
+    val_size: int | float = 10000  # held-out validation images carved from the training set
     calibrate_nets: int = 8
     progress: bool = True
 
@@ -67,6 +70,10 @@ class PipelineConfig:
                 raise UserError(f"--{name.replace('_', '-')} {v!r}: must be an integer >= 0")
         if not 0 < self.netadapt_frac <= 1:
             raise UserError(f"--netadapt-frac {self.netadapt_frac!r}: must be in (0, 1]")
+
+    @property
+    def space_name(self) -> str:
+        return self.space or PRESETS[self.preset]["space"]
 
     @property
     def w(self) -> float:
@@ -126,12 +133,15 @@ class Pipeline:
 
     # ---- shared pieces -------------------------------------------------------------------
     def table(self):
+        from nas.check import task_spec
         from nas.search import default_table_path, ensure_table, load_space, seed_spec
         from search_space import zoo
 
         path = Path(self.cfg.table) if self.cfg.table else default_table_path()
-        space = load_space(PRESETS[self.cfg.preset]["space"])
-        return ensure_table(path, space, extra_specs=[zoo(self.cfg.against), seed_spec(space)],
+        space = load_space(self.cfg.space_name)
+        res = self.cfg.latency_resolution
+        paper = task_spec(zoo(self.cfg.against), res, 3, 1000)
+        return ensure_table(path, space, res, extra_specs=[paper, seed_spec(space, res)],
                             progress=self.cfg.progress, calibrate_nets=self.cfg.calibrate_nets, log=self.log)
 
     def data(self):
@@ -143,6 +153,7 @@ class Pipeline:
         from nas.proxy import ProxyConfig
 
         return ProxyConfig(steps=steps, resolution=self.cfg.proxy_resolution, seed=self.cfg.seed,
+                           val_size=self.cfg.val_size,
                            max_train_images=self.cfg.max_train_images, eval_batches=self.cfg.eval_batches)
 
     # ---- stages --------------------------------------------------------------------------
@@ -162,14 +173,15 @@ class Pipeline:
 
         started = time.time()
         c = self.cfg
-        proxy = {"steps": c.search_steps, "resolution": c.proxy_resolution}
+        proxy = {"steps": c.search_steps, "resolution": c.proxy_resolution, "val_size": c.val_size}
         if c.max_train_images:
             proxy["max_train_images"] = c.max_train_images
         if c.eval_batches:
             proxy["eval_batches"] = c.eval_batches
-        scfg = SearchConfig(space=PRESETS[c.preset]["space"], controller=c.controller, target_like=c.against,
+        scfg = SearchConfig(space=c.space_name, controller=c.controller, target_like=c.against,
                             w=c.w, trials=c.trials, out=self.out / "search", data=c.data, seed=c.seed,
-                            table=c.table, proxy=proxy, calibrate_nets=c.calibrate_nets, progress=c.progress)
+                            table=c.table, resolution=c.latency_resolution, proxy=proxy,
+                            calibrate_nets=c.calibrate_nets, progress=c.progress)
         outcome = run_search(scfg)
         if not outcome.best:
             raise UserError(f"search in {self.out / 'search'} completed no trial; see its trials.csv")
@@ -186,9 +198,11 @@ class Pipeline:
             if isinstance(summary.get(key), (int, float)):
                 return float(summary[key])
         from latency.predict import predict
+        from nas.check import task_spec
         from search_space import zoo
 
-        return float(predict(zoo(self.cfg.against), self.table(), measure_missing=True).ms)
+        paper = task_spec(zoo(self.cfg.against), self.cfg.latency_resolution, 3, 1000)
+        return float(predict(paper, self.table(), measure_missing=True).ms)
 
     def stage_netadapt(self) -> None:
         from netadapt.loop import NetAdaptConfig, run_netadapt
@@ -207,7 +221,17 @@ class Pipeline:
         target = min(self._search_target_ms(), c.netadapt_frac * start_ms)
         ncfg = NetAdaptConfig(target_ms=target, short_steps=c.short_steps, long_steps=c.long_steps,
                               init_steps=c.init_steps, seed=c.seed, proxy=self.proxy(c.search_steps))
-        result = run_netadapt(seed_spec, self.data(), predict_ms, self.out / "netadapt", ncfg, quiet=not c.progress)
+        # Start from the search's trained weights of the best net when it saved them (same rows,
+        # proxy geometry); otherwise NetAdapt proxy-trains the seed first.
+        weights = None
+        wpath, wmeta = self.out / "search" / "best_weights.pt", self.out / "search" / "best_weights.json"
+        best_number = (self.state["stages"]["search"].get("best") or {}).get("number")
+        if wpath.exists() and wmeta.exists() and json.loads(wmeta.read_text()).get("trial") == best_number:
+            import torch
+
+            weights = torch.load(wpath, map_location="cpu", weights_only=True)
+        result = run_netadapt(seed_spec, self.data(), predict_ms, self.out / "netadapt", ncfg, weights=weights,
+                              quiet=not c.progress)
         final = self.out / "final.json"
         result.spec.with_rows(result.spec.rows, name=f"{c.preset}-final").save(final)
         self._finish("netadapt", {"status": result.status, "message": result.message,
@@ -224,7 +248,7 @@ class Pipeline:
         final = ArchSpec.load(self.state["stages"]["netadapt"]["final_spec"])
         report = run_check(final, c.against, table=self.table(), data=self.data(), proxy_cfg=self.proxy(c.check_steps),
                            target_ms=self._search_target_ms(), w=c.w, measure_rounds=c.measure_rounds,
-                           progress=c.progress)
+                           latency_resolution=c.latency_resolution, progress=c.progress)
         write_report(report, self.out / "check")
         self._finish("check", {"nets": [dataclasses.asdict(n) for n in report.nets]}, started)
 
@@ -242,7 +266,7 @@ def render_report(out: Path, state: dict, cfg: PipelineConfig) -> str:
     """report.md: what each stage did, with its tables and plots (relative links)."""
     st = state["stages"]
     lines = [f"# MobileNetV3 recipe, preset `{cfg.preset}`", "",
-             f"Search space `{PRESETS[cfg.preset]['space']}`, controller `{cfg.controller}`, reward "
+             f"Search space `{cfg.space_name}`, controller `{cfg.controller}`, reward "
              f"ACC x (LAT/TAR)^{cfg.w:g} with TAR = {cfg.against}'s latency on this machine's table; "
              f"{cfg.trials} trials of {cfg.search_steps} proxy steps at {cfg.proxy_resolution}x{cfg.proxy_resolution}.",
              ""]

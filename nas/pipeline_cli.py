@@ -29,6 +29,9 @@ def register(sub) -> None:
                        "final.json and check it against the paper's table. Rerun the same command to resume.")
     p.add_argument("--preset", required=True, choices=tuple(PRESETS))
     p.add_argument("--out", default=None, help="output folder (default results/pipeline-PRESET)")
+    p.add_argument("--space", default=None, help="search space other than the preset's (name or JSON file)")
+    p.add_argument("--latency-resolution", type=_int("--latency-resolution", 8), default=d.latency_resolution,
+                   help="input resolution latency is predicted and measured at (default 224)")
     p.add_argument("--controller", default=d.controller, choices=("rl", "tpe", "nsga2", "random"))
     p.add_argument("--trials", type=_int("--trials", 1), default=d.trials)
     p.add_argument("--search-steps", type=_int("--search-steps", 1), default=d.search_steps,
@@ -45,6 +48,8 @@ def register(sub) -> None:
                    help="nets measured end to end to calibrate a new latency table")
     p.add_argument("--max-train-images", type=_int("--max-train-images", 1), default=None)
     p.add_argument("--eval-batches", type=_int("--eval-batches", 1), default=None)
+    p.add_argument("--val-size", type=_int("--val-size", 1), default=d.val_size,
+                   help="held-out validation images carved from the training set (default 10000)")
     p.add_argument("--data", default=None, help="data set folder (default: Debian's Fashion-MNIST)")
     p.add_argument("--table", default=None, help="latency table (default: this machine's)")
     p.add_argument("--seed", type=int, default=0)
@@ -73,12 +78,13 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     if not 0 < args.netadapt_frac <= 1:
         raise UserError(f"--netadapt-frac {args.netadapt_frac!r}: must be in (0, 1]")
     cfg = PipelineConfig(
-        preset=args.preset, out=args.out or f"results/pipeline-{args.preset}", controller=args.controller,
+        preset=args.preset, out=args.out or f"results/pipeline-{args.preset}", space=args.space,
+        latency_resolution=args.latency_resolution, controller=args.controller,
         trials=args.trials, search_steps=args.search_steps, proxy_resolution=args.proxy_resolution,
         netadapt_frac=args.netadapt_frac, short_steps=args.short_steps, long_steps=args.long_steps,
         init_steps=args.init_steps, check_steps=args.check_steps, measure_rounds=args.measure_rounds,
         data=args.data, table=args.table, seed=args.seed, max_train_images=args.max_train_images,
-        eval_batches=args.eval_batches, calibrate_nets=args.calibrate, progress=not args.no_progress)
+        eval_batches=args.eval_batches, val_size=args.val_size, calibrate_nets=args.calibrate, progress=not args.no_progress)
     Pipeline(cfg).run()
     out = Path(cfg.out)
     print(f"pipeline {cfg.preset}: done; report {out / 'report.md'}, final spec {out / 'final.json'}")
