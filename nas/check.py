@@ -52,10 +52,10 @@ class CheckReport:
         return rows
 
     def to_markdown(self) -> str:
-        parts = [f"## {self.spec.name} vs {self.against.name} (paper table)", "",
+        parts = [f"### {self.spec.name} vs {self.against.name} (paper table)", "",
                  "Rows side by side; `~` marks a changed row (changed cells carry `*`), `+`/`-` a row only "
                  "on one side.", "", render_diff(self.against, self.spec, markdown=True), "",
-                 "### Summary (both nets measured the same way, in the same run)", "",
+                 "#### Summary (both nets measured the same way, in the same run)", "",
                  format_table(SUMMARY_HEADERS, self.summary_rows(), markdown=True), ""]
         if self.target_ms is not None:
             parts.append(f"Reward: ACC x (LAT / {self.target_ms:.3f} ms)^{self.w:g}, LAT = predicted latency.")

@@ -123,13 +123,14 @@ def diff(a: ArchSpec, b: ArchSpec) -> list[tuple[str, tuple[str, ...], tuple[str
 
 def render_diff(a: ArchSpec, b: ArchSpec, markdown: bool = False) -> str:
     """Both specs side by side; changed cells are marked with '*'."""
-    headers = ["", *(f"{c} ({a.name})" if c == "Operator" else c for c in DIFF_COLUMNS), "|",
+    sep = "vs" if markdown else "|"  # a bare '|' would split a markdown cell
+    headers = ["", *(f"{c} ({a.name})" if c == "Operator" else c for c in DIFF_COLUMNS), sep,
                *(f"{c} ({b.name})" if c == "Operator" else c for c in DIFF_COLUMNS)]
     rows = []
     for mark, x, y, changed in diff(a, b):
         left = [x[i] for i in range(1, len(COLUMNS))]
         right = [y[i] + ("*" if i in changed else "") for i in range(1, len(COLUMNS))]
-        rows.append((mark, *left, "|", *right))
+        rows.append((mark, *left, "" if markdown else "|", *right))
     same = sum(1 for r in rows if r[0] == " ")
     summary = f"{same} of {len(rows)} rows identical; '~' changed (cells marked *), '-' only in {a.name}, '+' only in {b.name}"
     ca, cb = count(a), count(b)
