@@ -156,7 +156,7 @@ def main() -> None:
     ap.add_argument("--spaces", nargs="+", default=["large", "small"])
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--calibrate", type=int, default=12)
-    ap.add_argument("--calibration-rounds", type=int, default=6)
+    ap.add_argument("--calibration-rounds", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--runs", type=int, default=100)
@@ -175,15 +175,16 @@ def main() -> None:
     summaries = [run_space(s, args, proto) for s in args.spaces]
     print()
     hdr = f"{'space':7s} {'prec':7s} {'ops':>5s} {'build':>7s} {'nets':>5s} {'med':>6s} {'p90':>6s} {'<=5%':>5s} " \
-          f"{'<=10%':>6s} {'rho':>6s} {'raw med':>8s} {'noise med':>9s} {'noise p90':>9s} {'drift':>6s}"
+          f"{'<=10%':>6s} {'rho':>6s} {'uncorr<=5%':>10s} {'<=10%':>6s} {'speed':>6s} {'raw med':>8s} " \
+          f"{'noise med':>9s} {'noise p90':>9s}"
     print(hdr)
     for s in summaries:
-        e, r, nz = s["error"], s["raw_sum_error"], s["noise"]
+        e, r, nz, u = s["error"], s["raw_sum_error"], s["noise"], s["error_uncorrected"]
         b = s["build"]
         print(f"{s['space']:7s} {s['precision']:7s} {b.get('ops', 0):5d} {b.get('wall_s', float('nan')):6.0f}s "
               f"{s['n_nets']:5d} {e['median_abs']:6.1%} {e['p90_abs']:6.1%} {e['within_5']:5.0%} {e['within_10']:6.0%} "
-              f"{s['spearman']:6.3f} {r['median_abs']:8.1%} {nz['median_abs']:9.1%} {nz['p90_abs']:9.1%} "
-              f"{s['drift'].get('reference_spread', float('nan')):6.1%}")
+              f"{s['spearman']:6.3f} {u['within_5']:10.0%} {u['within_10']:6.0%} {s['machine_speed']['factor']:6.3f} "
+              f"{r['median_abs']:8.1%} {nz['median_abs']:9.1%} {nz['p90_abs']:9.1%}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ keeps every measured pass; building again measures only the passes that are miss
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import sys
 import tempfile
@@ -32,6 +33,8 @@ def table_meta(protocol: Protocol, precision: str = "float32", **extra) -> dict:
         "runs": protocol.runs,
         "warmup": protocol.warmup,
         "passes": protocol.passes,
+        "settle": protocol.settle,
+        "max_passes": protocol.max_passes,
         "pin": protocol.pin,
         "priority": protocol.priority,
         "quiet_load": protocol.quiet_load,
@@ -110,6 +113,10 @@ class _Progress:
     def task(self, description: str, total: int):
         return self._p.add_task(description, total=total) if self._p else None
 
+    def set_total(self, task, total: int):
+        if self._p is not None and task is not None:
+            self._p.update(task, total=total)
+
     def advance(self, task, n: int = 1, description: str | None = None):
         if self._p is not None and task is not None:
             if description:
@@ -132,10 +139,17 @@ def build_table(ops: Sequence, table: LatencyTable, protocol: Protocol, *, progr
     by_key = {}
     for op in ops:
         by_key.setdefault(op.key, op)
-    need = {k: protocol.passes - table.passes(k) for k in by_key if table.passes(k) < protocol.passes}
+
+    def values(k):
+        r = table._rows.get(k)
+        return json.loads(r["pass_ms"]) if r else []
+
+    need = [k for k in by_key if protocol.wants_more(values(k))]
     report.new_ops = sum(1 for k in by_key if k not in table)
     report.keys = list(need)
     table.meta["passes"] = max(int(table.meta.get("passes") or 0), protocol.passes)
+    for k in ("settle", "max_passes"):
+        table.meta[k] = getattr(protocol, k)
     if not need:
         if table.path is not None and not table.path.exists():
             table.save()
@@ -153,22 +167,26 @@ def build_table(ops: Sequence, table: LatencyTable, protocol: Protocol, *, progr
                 bar.advance(task)
             report.export_s = time.monotonic() - t0
             t1 = time.monotonic()
-            total = sum(need.values())
+            total = sum(max(0, protocol.passes - table.passes(k)) for k in need)
             task = bar.task("time ops", total)
             with measuring(protocol) as state:
                 table.meta["priority_in_effect"] = state["priority"]
-                for p in range(protocol.passes):
-                    todo = [k for k in need if table.passes(k) <= p and table.passes(k) < protocol.passes]
+                for p in range(protocol.pass_cap):
+                    todo = [k for k in need if table.passes(k) <= p and protocol.wants_more(values(k))]
                     if not todo:
                         continue
+                    if p >= protocol.passes:
+                        total += len(todo)
+                        bar.set_total(task, total)
                     rng.shuffle(todo)
                     timer.wait_quiet()
+                    label = f"pass {p + 1}/{protocol.passes}" if p < protocol.passes else f"settling pass {p + 1}"
                     for key in todo:
                         stats = timer.measure(key)
                         op = by_key[key]
                         row = table.add_pass(key, op.kind, op.input_shapes, stats, protocol.column, now_iso())
                         report.measured += 1
-                        bar.advance(task, description=f"time ops (pass {p + 1}/{protocol.passes})")
+                        bar.advance(task, description=f"time ops ({label})")
                         if on_row is not None:
                             on_row(key, p, row)
                         if table.path is not None and time.monotonic() - last_flush >= flush_s:

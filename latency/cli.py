@@ -75,7 +75,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--no-zoo", action="store_true", help="do not add the zoo nets' ops")
     b.add_argument("--calibrate", type=_nonneg("--calibrate"), default=DEFAULT_CALIBRATION_NETS, metavar="K",
                    help=f"fit the calibration on K sampled nets measured end to end (default {DEFAULT_CALIBRATION_NETS}; 0: none)")
-    b.add_argument("--calibration-rounds", type=_positive("--calibration-rounds"), default=6, help="end-to-end rounds (default 6)")
+    b.add_argument("--calibration-rounds", type=_positive("--calibration-rounds"), default=4,
+                   help="end-to-end rounds before settling rounds (default 4, as validate)")
     b.add_argument("--calibration-model", choices=["auto", "none", "scale", "affine", "ops"], default="auto")
     b.add_argument("--recalibrate", action="store_true", help="measure the calibration nets again even if the table has a calibration")
     b.add_argument("--seed", type=int, default=0)

@@ -2,7 +2,9 @@
 
 - Every net is exported once (and quantized for INT8) and gets one session.
 - Rounds: in each round every net is timed once (warm-up + runs), in a fresh random order,
-  so slow drift over minutes is spread over all nets instead of landing on a few.
+  so slow drift over minutes is spread over all nets instead of landing on a few. Then
+  settling rounds over just the nets whose two best rounds differ by more than
+  protocol.settle (slowdowns come in bursts; the floor is found when two rounds agree).
 - A reference net is timed at the start of each round and after every `ref_every` nets;
   its spread over the run is the drift the protocol had to beat, reported next to the error.
 - Before each round the machine is given a (capped) chance to become quiet.
@@ -66,6 +68,7 @@ class NetTimes:
             return {}
         per_round = self.reference.groupby("round")["value_ms"].min().to_numpy()
         return {
+            "reference_median_ms": float(np.median(ref)),
             "reference_min_ms": float(ref.min()),
             "reference_max_ms": float(ref.max()),
             "reference_spread": float(ref.max() / ref.min() - 1.0),
@@ -77,8 +80,11 @@ class NetTimes:
 
 def measure_nets(specs: Sequence, protocol: Protocol, rounds: int = 4, reference=None, ref_every: int = 10,
                  precision: str = "float32", progress: bool = True, seed: int = 0,
-                 calib_data: np.ndarray | None = None, names: Sequence[str] | None = None) -> NetTimes:
-    """Time whole nets end to end under `protocol`, `rounds` interleaved rounds."""
+                 calib_data: np.ndarray | None = None, names: Sequence[str] | None = None,
+                 max_rounds: int | None = None) -> NetTimes:
+    """Time whole nets end to end under `protocol`: `rounds` interleaved rounds over all nets,
+    then settling rounds (up to `max_rounds`, default 2 x rounds) over the nets whose two
+    best rounds still differ by more than protocol.settle."""
     from .build import _Progress
 
     names = list(names) if names is not None else _unique_names(specs)
@@ -93,26 +99,39 @@ def measure_nets(specs: Sequence, protocol: Protocol, rounds: int = 4, reference
         if reference is not None:
             timer.add(REFERENCE, net_model(reference, precision, calib_data, tmp))
             bar.advance(task)
-        n_ref = (len(specs) // max(1, ref_every) + 1) if reference is not None else 0
-        task = bar.task("time nets", rounds * (len(specs) + n_ref))
+        if max_rounds is None:
+            max_rounds = 2 * rounds if protocol.settle > 0 else rounds
+        per_net: dict[str, list[float]] = {n: [] for n in names}
+        every = max(1, ref_every)
+        total = rounds * (len(specs) + ((len(specs) - 1) // every + 1 if reference is not None else 0))
+        task = bar.task("time nets", total)
         t0 = time.monotonic()
         with measuring(protocol) as state:
             priority = state["priority"]
-            for rd in range(rounds):
-                order = list(names)
+            for rd in range(max(rounds, max_rounds)):
+                if rd < rounds:
+                    order = list(names)
+                else:
+                    order = [n for n in names if protocol.unsettled(per_net[n])]
+                    if not order:
+                        break
+                    total += len(order) + ((len(order) - 1) // every + 1 if reference is not None else 0)
+                    bar.set_total(task, total)
                 rng.shuffle(order)
                 timer.wait_quiet()
+                label = f"round {rd + 1}/{rounds}" if rd < rounds else f"settling round {rd + 1}, {len(order)} nets"
                 for i, name in enumerate(order):
-                    if reference is not None and i % max(1, ref_every) == 0:
+                    if reference is not None and i % every == 0:
                         s = timer.measure(REFERENCE)
                         refs.append({"round": rd, "index": i, "value_ms": s["value_ms"],
                                      "t": time.monotonic() - t0, "other_load": s["other_load"]})
                         bar.advance(task)
                     s = timer.measure(name)
+                    per_net[name].append(s["value_ms"])
                     rows.append({"net": name, "round": rd, "order": i, "value_ms": s["value_ms"],
                                  "median_ms": s["median_ms"], "min_ms": s["min_ms"], "p10_ms": s["p10_ms"],
-                                 "other_load": s["other_load"], "at": now_iso()})
-                    bar.advance(task, description=f"time nets (round {rd + 1}/{rounds})")
+                                 "other_load": s["other_load"], "t": time.monotonic() - t0, "at": now_iso()})
+                    bar.advance(task, description=f"time nets ({label})")
     return NetTimes(pd.DataFrame(rows), pd.DataFrame(refs, columns=["round", "index", "value_ms", "t", "other_load"]),
                     protocol, names, priority)
 

@@ -186,7 +186,7 @@ def protocol_of(table: LatencyTable, **overrides) -> Protocol:
     return Protocol(**kw)
 
 
-def calibrate(table: LatencyTable, specs: Sequence, protocol: Protocol | None = None, rounds: int = 6,
+def calibrate(table: LatencyTable, specs: Sequence, protocol: Protocol | None = None, rounds: int = 4,
               model: str = "auto", progress: bool = True, seed: int = 0, reference=None,
               calib_data=None) -> dict:
     """Measure `specs` end to end, fit the table's calibration, store it in the table."""
@@ -209,7 +209,12 @@ def calibrate(table: LatencyTable, specs: Sequence, protocol: Protocol | None = 
                         "measured_ms": float(r["measured_ms"]), "half_a_ms": _f(r["half_a_ms"]),
                         "half_b_ms": _f(r["half_b_ms"])})
     cal = fit_calibration(records, model)
-    cal.update({"rounds": rounds, "fitted_at": now_iso(), "records": records, "drift": times.drift()})
+    drift = times.drift()
+    cal.update({"rounds": rounds, "fitted_at": now_iso(), "records": records, "drift": drift})
+    if reference is not None and drift:
+        # The machine's speed when the table was calibrated: validation compares against it.
+        cal["reference"] = {"name": reference.name, "spec": reference.to_dict(),
+                            "median_ms": drift["reference_median_ms"], "samples": drift["reference_samples"]}
     table.meta["calibration"] = cal
     if table.path is not None:
         table.save()

@@ -7,10 +7,13 @@ Needs only the Python standard library, numpy and onnxruntime. Copy the folder w
     python runner.py DIR --out table.csv [--threads 1] [--runs 100] [--warmup 10] [--passes 3]
 
 It reads DIR/manifest.json, times every op `--passes` times (pass after pass over all ops,
-so that slow drift of the machine hits every op alike; the table keeps the best pass), and
-appends one CSV row per op and pass as soon as it is measured. Running it again skips what
-the CSV already holds, so an interrupted run loses nothing. Bring the CSV back and turn it
-into a table with `nas latency import`.
+in a fresh random order, so that slow drift of the machine hits every op alike; the table
+keeps the best pass), then times again the ops whose two best passes still differ by more
+than `--settle` (up to `--max-passes`), and appends one CSV row per op and pass as soon as
+it is measured. Running it again skips what the CSV already holds, so an interrupted run
+loses nothing. Bring the CSV back and turn it into a table with `nas latency import`.
+With one thread it pins itself to one core and, where permitted, runs at real-time
+priority (see raise_priority).
 
 This file is also the one timing implementation of the package (`latency.timing` imports
 it), so a table built on the device and one built locally are measured the same way.
@@ -24,6 +27,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import random
 import socket
 import sys
 import time
@@ -392,8 +396,12 @@ def _fmt_eta(seconds: float) -> str:
 def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int = 10,
                passes: int = 3, pin: bool | None = None, quiet_load: float = 0.15,
                quiet_wait: float = 10.0, limit: int | None = None, progress: bool = True,
-               seed: int = 0, priority: str = "realtime") -> Path:
-    """Time every op of an exported folder; append rows to `out` (default DIR/table.csv)."""
+               seed: int = 0, priority: str = "realtime", settle: float = 0.01, max_passes: int = 0) -> Path:
+    """Time every op of an exported folder; append rows to `out` (default DIR/table.csv).
+
+    `passes` passes over all ops (a fresh random order each), then settling passes over the
+    ops whose two best passes (by min_ms) differ by more than `settle`, up to `max_passes`
+    (0: 2 x passes). Rows already in `out` count: a second run measures only what is missing."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     out = Path(out) if out else folder / "table.csv"
@@ -411,6 +419,7 @@ def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int 
                     f"or write to another --out"
                 )
     done = read_done(out)
+    cap = passes if settle <= 0 else max(passes, max_passes or 2 * passes)
     if pin is None:
         pin = threads == 1
     core = pin_to_core() if pin else None
@@ -420,6 +429,8 @@ def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int 
         **machine_info(),
         **protocol,
         "passes": passes,
+        "settle": settle,
+        "max_passes": cap,
         "pinned_core": core,
         "priority": prio,
         "precision": manifest.get("precision", "float32"),
@@ -431,51 +442,71 @@ def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int 
     os.replace(tmp, meta_path)
 
     ops = manifest["ops"][: limit if limit else None]
-    todo = [(p, op) for p in range(passes) for op in ops if (op["key"], p) not in done]
-    total, t_start = len(todo), time.monotonic()
+    values: dict[str, list[float]] = {op["key"]: [] for op in ops}
+    for (key, _p), row in done.items():
+        if key in values:
+            try:
+                values[key].append(float(row["min_ms"]))
+            except (TypeError, ValueError):
+                pass
+
+    def wants_more(key: str) -> bool:
+        v = values[key]
+        if len(v) < passes:
+            return True
+        if len(v) >= cap or settle <= 0:
+            return False
+        a, b = sorted(v)[:2]
+        return b > a * (1 + settle)
+
+    rng = random.Random(seed)
     new_file = not out.exists() or out.stat().st_size == 0
+    t_start, count = time.monotonic(), 0
     try:
-        _run_todo(folder, out, todo, new_file, threads, runs, warmup, passes, quiet_load, quiet_wait, progress, seed,
-                  total, t_start)
+        with open(out, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+            if new_file:
+                writer.writeheader()
+                fh.flush()
+            for p in range(cap):
+                todo = [op for op in ops if len(values[op["key"]]) <= p and wants_more(op["key"])]
+                if not todo:
+                    continue
+                rng.shuffle(todo)
+                if quiet_wait > 0:
+                    wait_quiet(quiet_load, quiet_wait)
+                for i, op in enumerate(todo):
+                    stats, load = _time_entry(folder, op, threads, runs, warmup, seed)
+                    writer.writerow({"key": op["key"], "pass": p, **{k: f"{stats[k]:.6f}" for k in STAT_NAMES},
+                                     "runs": stats["runs"], "warmup": warmup, "threads": threads,
+                                     "other_load": f"{load:.3f}", "measured_at": _now()})
+                    fh.flush()
+                    values[op["key"]].append(stats["min_ms"])
+                    count += 1
+                    if progress and (i == len(todo) - 1 or i % 10 == 0):
+                        el = time.monotonic() - t_start
+                        left = sum(max(0, passes - len(v)) for v in values.values())
+                        eta = el / count * left if count else 0.0
+                        kind = f"pass {p + 1}/{passes}" if p < passes else f"settling pass {p + 1}"
+                        print(f"\r{kind}: {i + 1}/{len(todo)} ops, elapsed {_fmt_eta(el)}, eta {_fmt_eta(eta)}   ",
+                              end="", file=sys.stderr, flush=True)
+                if progress:
+                    print(file=sys.stderr)
     finally:
         restore_priority(token)
     return out
 
 
-def _run_todo(folder, out, todo, new_file, threads, runs, warmup, passes, quiet_load, quiet_wait, progress, seed,
-              total, t_start) -> None:
-    with open(out, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-        if new_file:
-            writer.writeheader()
-            fh.flush()
-        current_pass = None
-        for i, (p, op) in enumerate(todo):
-            if p != current_pass:
-                current_pass = p
-                if quiet_wait > 0:
-                    wait_quiet(quiet_load, quiet_wait)
-            path = folder / op["file"]
-            if not path.exists():
-                raise RunnerError(f"{path}: op file named in the manifest is missing (key {op['key']})")
-            sess = make_session(path, threads)
-            shapes = {x["name"]: x["shape"] for x in op.get("inputs", []) if "name" in x and "shape" in x}
-            feeds = random_feeds(sess, seed, shapes)
-            meter = LoadMeter()
-            stats = time_session(sess, feeds, runs, warmup)
-            load = meter.read()
-            row = {"key": op["key"], "pass": p, **{k: f"{stats[k]:.6f}" for k in STAT_NAMES},
-                   "runs": stats["runs"], "warmup": warmup, "threads": threads,
-                   "other_load": f"{load:.3f}", "measured_at": _now()}
-            writer.writerow(row)
-            fh.flush()
-            if progress and (i == total - 1 or i % 10 == 0):
-                el = time.monotonic() - t_start
-                eta = el / (i + 1) * (total - i - 1)
-                print(f"\r[{i + 1}/{total}] pass {p + 1}/{passes} elapsed {_fmt_eta(el)} eta {_fmt_eta(eta)}",
-                      end="", file=sys.stderr, flush=True)
-    if progress and total:
-        print(file=sys.stderr)
+def _time_entry(folder: Path, op: dict, threads: int, runs: int, warmup: int, seed: int):
+    path = folder / op["file"]
+    if not path.exists():
+        raise RunnerError(f"{path}: op file named in the manifest is missing (key {op['key']})")
+    sess = make_session(path, threads)
+    shapes = {x["name"]: x["shape"] for x in op.get("inputs", []) if "name" in x and "shape" in x}
+    feeds = random_feeds(sess, seed, shapes)
+    meter = LoadMeter()
+    stats = time_session(sess, feeds, runs, warmup)
+    return stats, meter.read()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -489,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=100, help="timed runs per op and pass (default 100)")
     ap.add_argument("--warmup", type=int, default=10, help="untimed runs before timing (default 10)")
     ap.add_argument("--passes", type=int, default=3, help="passes over all ops; the table keeps the best (default 3)")
+    ap.add_argument("--settle", type=float, default=0.01,
+                    help="then measure again ops whose two best passes differ by more than this (default 0.01; 0: off)")
+    ap.add_argument("--max-passes", type=int, default=0, help="most passes per op with settling (default 2 x --passes)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one core when --threads 1")
     ap.add_argument("--priority", choices=PRIORITIES, default="realtime",
                     help="measuring thread's scheduling: realtime (SCHED_FIFO where permitted, else nice -20; default), nice, none")
@@ -509,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = run_folder(args.folder, args.out, args.threads, args.runs, args.warmup, args.passes,
                          pin=False if args.no_pin else None, quiet_load=args.quiet_load,
-                         quiet_wait=args.quiet_wait, limit=args.limit, priority=args.priority)
+                         quiet_wait=args.quiet_wait, limit=args.limit, priority=args.priority,
+                         settle=args.settle, max_passes=args.max_passes)
     except RunnerError as exc:
         print(f"runner.py: {exc}", file=sys.stderr)
         return 2

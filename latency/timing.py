@@ -12,7 +12,10 @@ Protocol (all of it goes into a table's metadata):
   -20): on a shared machine other processes otherwise preempt timed runs (see
   runner.raise_priority for what that did here);
 - before each pass/round, wait (capped) until other processes use under `quiet_load` cores;
-- several passes over all models, interleaved, and the table keeps the best pass.
+- several passes over all models, interleaved, and the table keeps the best pass; then
+  more passes (up to `max_passes`) over just the items whose two best passes still differ
+  by more than `settle` (1%): slowdowns on a shared machine come in bursts that can spoil
+  a measurement, and the floor is found when two passes agree.
 
 The statistic. Interference on these machines only ever slows a run down, so the fast end
 of the distribution is what the model itself costs. Measured here on MobileNetV3 ops and
@@ -65,6 +68,8 @@ class Protocol:
     quiet_load: float = 0.15  # wait until other processes use under this many cores ...
     quiet_wait: float = 10.0  # ... but at most this long (s) per pass; 0 = never wait
     priority: str = "realtime"  # measuring thread: SCHED_FIFO where permitted, else nice -20 ("nice", "none")
+    settle: float = 0.01  # after `passes`, measure again what the two best passes disagree on by more ...
+    max_passes: int = 0  # ... up to this many passes (0: 2 x passes); settle 0 = fixed passes
 
     def __post_init__(self) -> None:
         for name in ("threads", "runs", "passes"):
@@ -81,6 +86,29 @@ class Protocol:
             raise UserError(f"--priority {self.priority!r}: expected one of {', '.join(PRIORITIES)}")
         if self.quiet_wait < 0:
             raise UserError(f"--quiet-wait {self.quiet_wait!r}: must be >= 0")
+        if not (0 <= self.settle < 1):
+            raise UserError(f"--settle {self.settle!r}: must be in [0, 1)")
+        if not isinstance(self.max_passes, int) or self.max_passes < 0:
+            raise UserError(f"--max-passes {self.max_passes!r}: must be a non-negative integer")
+
+    @property
+    def pass_cap(self) -> int:
+        """Most passes (rounds) one item gets: `passes`, plus settling passes."""
+        if self.settle <= 0:
+            return self.passes
+        return max(self.passes, self.max_passes or 2 * self.passes)
+
+    def unsettled(self, values) -> bool:
+        """True if the two best of `values` (one per pass) still differ by more than `settle`."""
+        if self.settle <= 0 or len(values) < 2:
+            return False
+        a, b = sorted(values)[:2]
+        return b > a * (1 + self.settle)
+
+    def wants_more(self, values) -> bool:
+        """Does an item measured `values` (one per pass) need another pass?"""
+        n = len(values)
+        return n < self.passes or (n < self.pass_cap and self.unsettled(values))
 
     @property
     def column(self) -> str:

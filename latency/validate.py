@@ -1,8 +1,12 @@
 """How well does a table predict end-to-end latency? Sample nets, measure them, compare.
 
 Protocol (see latency.e2e): every net is exported and timed end to end in `rounds`
-interleaved rounds (fresh random order per round), with a reference net timed every
-`ref_every` nets; a net's measured latency is its best round. The measurement's own
+interleaved rounds (fresh random order per round), then settling rounds for the nets whose
+two best rounds still disagree; a reference net is timed every `ref_every` nets; a net's
+measured latency is its best round. The measuring thread is pinned to one core at
+real-time priority where permitted. The reference net, also measured when the table was
+calibrated, gives the machine's speed now relative to then; predictions are scaled by it
+before comparing (the uncorrected error is reported too). The measurement's own
 run-to-run variation is reported from the same run: best of even rounds vs best of odd
 rounds per net. If the error is not far above that noise, the table is as good as the
 measurement can tell.
@@ -39,6 +43,19 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def machine_speed(cal: dict, reference, drift_now: dict) -> dict:
+    """How fast the machine runs now relative to when the table was calibrated, from the
+    reference net (median of its measurements then and now). Predictions are scaled by this
+    factor before they are compared, so the error reported is the table's, not the drift's."""
+    ref = (cal or {}).get("reference")
+    now = (drift_now or {}).get("reference_median_ms")
+    if not ref or now is None or reference is None or ref.get("spec") != reference.to_dict():
+        return {"factor": 1.0, "corrected": False,
+                "why": "no reference measurement stored with the calibration" if not ref else "other reference net"}
+    return {"factor": float(now / ref["median_ms"]), "corrected": True, "reference": ref["name"],
+            "reference_then_ms": ref["median_ms"], "reference_now_ms": float(now)}
+
+
 def error_summary(err: np.ndarray) -> dict:
     a = np.abs(np.asarray(err, float))
     a = a[np.isfinite(a)]
@@ -61,12 +78,17 @@ class ValidationReport:
 
     def lines(self) -> list[str]:
         s = self.summary
-        e, raw, noise = s["error"], s["raw_sum_error"], s["noise"]
+        e, raw, noise, u = s["error"], s["raw_sum_error"], s["noise"], s["error_uncorrected"]
+        sp = s["machine_speed"]
         return [
             f"nets {s['n_nets']} ({s['n_sampled']} sampled, {s['n_zoo']} zoo); precision {s['precision']}; "
-            f"{s['rounds']} rounds; calibration {s['calibration_model']}",
+            f"{s['rounds']} rounds (median {s['rounds_per_net']['median']:.0f} per net with settling); "
+            f"calibration {s['calibration_model']}; priority {s['priority']}",
             f"error (calibrated): median {e['median_abs']:.1%}, p90 {e['p90_abs']:.1%}, max {e['max_abs']:.1%}, "
-            f"within 5% {e['within_5']:.0%}, within 10% {e['within_10']:.0%}, Spearman {s['spearman']:.3f}",
+            f"within 5% {e['within_5']:.0%}, within 10% {e['within_10']:.0%}, Spearman {s['spearman']:.3f}"
+            + (f" (machine speed vs calibration {sp['factor']:.3f} from the reference net; uncorrected: median "
+               f"{u['median_abs']:.1%}, within 5% {u['within_5']:.0%}, within 10% {u['within_10']:.0%})"
+               if sp["corrected"] else " (no reference correction)"),
             f"error (plain sum):  median {raw['median_abs']:.1%}, p90 {raw['p90_abs']:.1%}, "
             f"within 10% {raw['within_10']:.0%}, sum/measured median {s['raw_sum_ratio_median']:.3f}",
             f"measurement noise (even vs odd rounds): median {noise['median_abs']:.1%}, p90 {noise['p90_abs']:.1%}; "
@@ -91,14 +113,18 @@ def validate(table: LatencyTable, specs: Sequence, sources: Sequence[str], proto
     times = measure_nets(specs, protocol, rounds, reference=reference, ref_every=ref_every,
                          precision=table.precision, progress=progress, seed=seed, calib_data=calib_data)
     summ = times.summary()
-    cal_names = {r["name"] for r in (table.calibration or {}).get("records", [])}
+    cal = table.calibration or {}
+    cal_names = {r["name"] for r in cal.get("records", [])}
+    speed = machine_speed(cal, reference, times.drift())
     rows = []
     for name, spec, src, p in zip(times.names, specs, sources, preds):
         m = summ.loc[name]
+        meas = float(m["measured_ms"])
         rows.append({
             "net": name, "source": src, "in_calibration": name in cal_names, "n_ops": p.n_ops,
-            "predicted_ms": p.ms, "raw_sum_ms": p.sum_ms, "measured_ms": float(m["measured_ms"]),
-            "error": p.ms / float(m["measured_ms"]) - 1.0, "raw_error": p.sum_ms / float(m["measured_ms"]) - 1.0,
+            "predicted_ms": p.ms, "raw_sum_ms": p.sum_ms, "measured_ms": meas,
+            "error": p.ms * speed["factor"] / meas - 1.0, "error_uncorrected": p.ms / meas - 1.0,
+            "raw_error": p.sum_ms / meas - 1.0, "rounds": int(m["rounds"]),
             "half_a_ms": float(m["half_a_ms"]), "half_b_ms": float(m["half_b_ms"]), "noise": float(m["noise"]),
             "round_median_ms": float(m["round_median_ms"]), "other_load": float(m["other_load"]),
         })
@@ -114,7 +140,9 @@ def validate(table: LatencyTable, specs: Sequence, sources: Sequence[str], proto
         "n_nets": int(len(held)), "n_sampled": int((held["source"] == "sample").sum()),
         "n_zoo": int((held["source"] == "zoo").sum()),
         "excluded_in_calibration": int(df["in_calibration"].sum()),
-        "error": error_summary(held["error"]), "raw_sum_error": error_summary(held["raw_error"]),
+        "machine_speed": speed,
+        "error": error_summary(held["error"]), "error_uncorrected": error_summary(held["error_uncorrected"]),
+        "raw_sum_error": error_summary(held["raw_error"]),
         "error_sampled": error_summary(held.loc[held["source"] == "sample", "error"]),
         "error_zoo": error_summary(held.loc[held["source"] == "zoo", "error"]),
         "spearman": spearman(held["predicted_ms"], held["measured_ms"]),
@@ -123,6 +151,8 @@ def validate(table: LatencyTable, specs: Sequence, sources: Sequence[str], proto
         "noise": error_summary(held["noise"].dropna()),
         "drift": times.drift(),
         "measured_ms_range": [float(held["measured_ms"].min()), float(held["measured_ms"].max())],
+        "rounds_per_net": {"median": float(held["rounds"].median()), "max": int(held["rounds"].max())},
+        "priority": times.priority,
         "other_load_mean": float(held["other_load"].mean()),
     }
     report = ValidationReport(df, summary)
@@ -134,9 +164,10 @@ def validate(table: LatencyTable, specs: Sequence, sources: Sequence[str], proto
 def write_outputs(report: ValidationReport, times, out_dir: Path, prefix: str) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / f"{prefix}.csv", "json": out_dir / f"{prefix}.json", "png": out_dir / f"{prefix}.png",
-             "rounds": out_dir / f"{prefix}_rounds.csv"}
+             "rounds": out_dir / f"{prefix}_rounds.csv", "reference": out_dir / f"{prefix}_reference.csv"}
     report.nets.to_csv(paths["csv"], index=False)
     times.rounds.to_csv(paths["rounds"], index=False)
+    times.reference.to_csv(paths["reference"], index=False)
     paths["json"].write_text(json.dumps(_clean(report.summary), indent=1) + "\n")
     plot(report, paths["png"])
     return paths

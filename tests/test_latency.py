@@ -27,7 +27,7 @@ from latency.timing import Protocol
 from latency.validate import spearman
 from search_space.errors import UserError
 
-FAST = Protocol(runs=3, warmup=1, passes=1, pin=False, quiet_wait=0, priority="none")
+FAST = Protocol(runs=3, warmup=1, passes=1, pin=False, quiet_wait=0, priority="none", settle=0)
 
 
 def small(res: int = 32):
@@ -341,3 +341,25 @@ def test_validate_reports_errors_noise_and_writes_files(small_table, tmp_path):
     for suffix in (".csv", ".json", ".png", "_rounds.csv"):
         assert (tmp_path / "out" / f"latency_validation{suffix}").stat().st_size > 0
     assert len(rep.lines()) == 4
+
+
+def test_settling_passes_measure_only_what_disagrees(tmp_path, monkeypatch):
+    from latency import timing
+
+    proto = dataclasses.replace(FAST, passes=2, settle=0.01, max_passes=4)
+    assert proto.wants_more([1.0]) and not proto.wants_more([1.0, 1.005]) and proto.wants_more([1.0, 1.5])
+    assert not proto.wants_more([1.0, 1.5, 1.4, 1.3])  # capped at max_passes
+    ops = enumerate_ops([small()])[:2]
+    script = {ops[0].key: [1.0, 1.5, 1.004, 9.0], ops[1].key: [2.0, 2.001, 9.0, 9.0]}
+
+    def fake_measure(self, name):
+        v = script[name].pop(0)
+        return {"min_ms": v, "p10_ms": v, "median_ms": v, "mean_ms": v, "std_ms": 0.0, "runs": 3,
+                "other_load": 0.0, "value_ms": v}
+
+    monkeypatch.setattr(timing.Timer, "measure", fake_measure)
+    table = new_table(tmp_path / "s.parquet", proto)
+    rep = build_table(ops, table, proto, progress=False)
+    assert table.passes(ops[0].key) == 3 and table.passes(ops[1].key) == 2 and rep.measured == 5
+    assert table.ms(ops[0].key) == 1.0 and table.ms(ops[1].key) == 2.0
+    assert build_table(ops, table, proto, progress=False).measured == 0

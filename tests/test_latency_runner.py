@@ -70,7 +70,7 @@ def test_runner_in_minimal_venv_then_import(tmp_path, minimal_python):
     assert (folder / "runner.py").read_text() == RUNNER.read_text()
     out = tmp_path / "device.csv"
     base = [str(minimal_python), "runner.py", str(folder), "--out", str(out), "--runs", "3", "--warmup", "1",
-            "--passes", "2", "--quiet-wait", "0", "--priority", "none"]
+            "--passes", "2", "--quiet-wait", "0", "--priority", "none", "--settle", "0"]
     # A first, partial run (as if interrupted), then the full run: only the rest is measured.
     r = subprocess.run(base + ["--limit", "3"], cwd=folder, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -107,3 +107,28 @@ def test_import_rejects_foreign_csv(tmp_path):
         import_csv(bad, folder, tmp_path / "t.parquet")
     with pytest.raises(UserError, match="no manifest"):
         import_csv(bad, tmp_path, tmp_path / "t.parquet")
+
+
+def test_runner_settling_and_resume_in_process(tmp_path, monkeypatch):
+    from latency import runner
+
+    spec = dataclasses.replace(search_space.zoo("mnv3-small"), resolution=32)
+    ops = enumerate_ops([spec])[:2]
+    folder = export_ops(ops, tmp_path / "ops", progress=False)
+    script = {ops[0].key: [1.0, 1.5, 1.004, 9.0], ops[1].key: [2.0, 2.001, 9.0, 9.0]}
+
+    def fake(folder, op, threads, runs, warmup, seed):
+        v = script[op["key"]].pop(0)
+        return {"min_ms": v, "p10_ms": v, "median_ms": v, "mean_ms": v, "std_ms": 0.0, "runs": runs}, 0.0
+
+    monkeypatch.setattr(runner, "_time_entry", fake)
+    out = tmp_path / "t.csv"
+    runner.run_folder(folder, out, runs=3, warmup=1, passes=2, settle=0.01, max_passes=4, quiet_wait=0,
+                      progress=False, priority="none", pin=False)
+    rows = _read(out)
+    assert sorted((r["key"] == ops[0].key, int(r["pass"])) for r in rows) == [(False, 0), (False, 1), (True, 0), (True, 1), (True, 2)]
+    runner.run_folder(folder, out, runs=3, warmup=1, passes=2, settle=0.01, max_passes=4, quiet_wait=0,
+                      progress=False, priority="none", pin=False)
+    assert len(_read(out)) == 5  # nothing missing: nothing measured
+    table = import_csv(out, folder)
+    assert table.ms(ops[0].key) == 1.0 and table.passes(ops[0].key) == 3

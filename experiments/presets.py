@@ -1,0 +1,83 @@
+"""README figure: both MobileNetV3 presets end to end (`nas pipeline --preset large|small`).
+
+Runs each preset in its own folder under experiments/results/presets/ (resumable: rerun the
+same command to continue), times it, and writes experiments/results/presets.{csv,json} with
+the search, NetAdapt and check figures of each.
+
+    python experiments/presets.py --trials 20 --search-steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from nas.pipeline import Pipeline, PipelineConfig
+
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", default="small,large")
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--search-steps", type=int, default=200)
+    p.add_argument("--short-steps", type=int, default=50)
+    p.add_argument("--long-steps", type=int, default=300)
+    p.add_argument("--init-steps", type=int, default=300)
+    p.add_argument("--check-steps", type=int, default=300)
+    p.add_argument("--controller", default="rl")
+    p.add_argument("--table", default=None)
+    p.add_argument("--out", default=str(OUT / "presets"))
+    args = p.parse_args(argv)
+
+    rows = []
+    for preset in args.presets.split(","):
+        cfg = PipelineConfig(preset=preset, out=Path(args.out) / preset, controller=args.controller,
+                             trials=args.trials, search_steps=args.search_steps, short_steps=args.short_steps,
+                             long_steps=args.long_steps, init_steps=args.init_steps, check_steps=args.check_steps,
+                             table=args.table)
+        t0 = time.time()
+        state = Pipeline(cfg).run()
+        st = state["stages"]
+        final, paper = st["check"]["nets"]
+        rows.append({
+            "preset": preset, "wall_s_this_call": round(time.time() - t0, 1),
+            "stage_seconds": sum(s.get("seconds", 0) for s in st.values()),
+            "trials": st["search"]["completed"], "best_reward": (st["search"]["best"] or {}).get("reward"),
+            "netadapt_status": st["netadapt"]["status"], "netadapt_iterations": st["netadapt"]["iterations"],
+            "netadapt_ms": f"{st['netadapt']['initial_ms']:.3f} -> {st['netadapt']['final_ms']:.3f}",
+            "final_params": final["params"], "final_madds_M": round(final["madds"] / 1e6, 1),
+            "final_pred_ms": final["predicted_ms"], "final_meas_ms": final["measured_ms"],
+            "final_acc": final["accuracy"], "final_reward": final["reward"],
+            "paper_params": paper["params"], "paper_madds_M": round(paper["madds"] / 1e6, 1),
+            "paper_pred_ms": paper["predicted_ms"], "paper_meas_ms": paper["measured_ms"],
+            "paper_acc": paper["accuracy"], "paper_reward": paper["reward"],
+            "cpu": cpu_model(), "settings": json.dumps(cfg.settings()),
+        })
+    df = pd.DataFrame(rows)
+    OUT.mkdir(parents=True, exist_ok=True)
+    df.to_csv(OUT / "presets.csv", index=False)
+    (OUT / "presets.json").write_text(json.dumps(rows, indent=1))
+    print(df.drop(columns=["settings"]).T.to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
