@@ -1,22 +1,34 @@
-"""Architecture specs, the zoo of published nets, the torch builder and analytic counting."""
+"""Architecture specs, the zoo of published nets, the torch builder and analytic counting.
 
-from .builder import build
+Specs, counting and tables need no torch; the torch-backed names (build, ops, weights loading,
+search spaces) are imported on first use, so `nas --help` and `nas reproduce` start fast.
+"""
+
+from importlib import import_module
+
 from .counting import count, count_madds, count_params
 from .errors import SpecError, UserError
+from .render import diff, render, render_diff
 from .spec import ArchSpec, Layer, Row, SegHead, make_divisible, scale_channels
 from .zoo import ZOO_NAMES, zoo
 
+_LAZY = {
+    "build": "builder",
+    "Op": "ops", "build_op": "ops", "distinct_ops": "ops", "ops": "ops",
+    "load_torchvision_state_dict": "torchvision_compat",
+    "SPACES": "spaces", "SearchSpace": "spaces", "get_space": "spaces",
+}
+
 __all__ = [
     "ArchSpec", "Layer", "Row", "SegHead", "SpecError", "UserError", "ZOO_NAMES",
-    "build", "count", "count_madds", "count_params", "make_divisible", "scale_channels", "zoo",
+    "count", "count_madds", "count_params", "diff", "make_divisible", "render", "render_diff",
+    "scale_channels", "zoo", *_LAZY,
 ]
 
-from .ops import Op, build_op, distinct_ops, ops  # noqa: E402
 
-__all__ += ["Op", "build_op", "distinct_ops", "ops"]
-
-from .render import diff, render, render_diff  # noqa: E402
-from .torchvision_compat import load_torchvision_state_dict  # noqa: E402
-
-__all__ += ["diff", "render", "render_diff", "load_torchvision_state_dict"]
-from .spaces import SPACES, SearchSpace, get_space  # noqa: E402,F401
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
