@@ -61,7 +61,7 @@ def build_classifier(spec: ArchSpec, in_features: int) -> nn.Sequential:
             layers.append(act)
         width = layer.row.out
     if spec.dropout > 0:
-        layers.append(nn.Dropout(p=spec.dropout, inplace=True))
+        layers.append(nn.Dropout(p=spec.dropout))
     layers.append(nn.Linear(width, spec.num_classes))
     return nn.Sequential(*layers)
 
