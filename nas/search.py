@@ -49,11 +49,11 @@ from . import study as st
 from .reward import Reward, check_target, make_reward
 
 CONTROLLERS = ("rl", "tpe", "nsga2", "random")
-DEFAULT_TRIALS = 20
+DEFAULT_TRIALS = 12  # the README main command must finish in ~15 min on 2 cores
 DEFAULT_OUT = "results/search"
 DEFAULT_STUDY = "nas-search"
 DEFAULT_CALIBRATION_NETS = 8
-DEFAULT_STEPS = 200
+DEFAULT_STEPS = 300  # proxy budget: seed std 0.27 points vs 1.5 points between nets (experiments/proxy_budget.py)
 DEFAULT_THREADS = 1  # torch threads per proxy run: 2 threads ran 2-10x slower here as soon as anything else ran
 DEFAULT_ZOO_REFERENCE = {"small": ("mnv3-small", "mnv3-small-075"), "large": ("mnv3-large", "mnasnet-a1")}
 CATCH = (RuntimeError, MemoryError, FloatingPointError)  # a trial that crashes torch fails; the search goes on
