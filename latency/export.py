@@ -84,20 +84,20 @@ def net_input_shape(spec) -> tuple[int, int, int, int]:
 
 def export_op(op, path: str | Path | None = None, seed: int = 0) -> bytes | Path:
     """Build one op alone with the net builder (`search_space.build_op`) and export it."""
-    import search_space
+    from search_space.ops import build_op
 
     with one_thread():
         torch.manual_seed(seed)
-        return export_module(search_space.build_op(op), op_inputs(op, seed), path)
+        return export_module(build_op(op), op_inputs(op, seed), path)
 
 
 def export_net(spec, path: str | Path | None = None, seed: int = 0) -> bytes | Path:
     """Build a whole net (`search_space.build`) at batch 1 and export it."""
-    import search_space
+    from search_space.builder import build
 
     with one_thread():
         torch.manual_seed(seed)
-        return export_module(search_space.build(spec), random_inputs([net_input_shape(spec)], seed), path)
+        return export_module(build(spec), random_inputs([net_input_shape(spec)], seed), path)
 
 
 def max_abs_diff(module: torch.nn.Module, inputs: Sequence[torch.Tensor], model: bytes | str | Path) -> float:

@@ -24,7 +24,11 @@ from search_space.errors import UserError
 
 def net_ops(spec: ArchSpec) -> list:
     """The ops of a net in execution order; a repeated op appears once per use."""
-    return search_space.ops(spec)
+    # Imported from the submodule: once `search_space.ops` (the module) has been imported,
+    # the package attribute `search_space.ops` is that module, not the function.
+    from search_space.ops import ops
+
+    return ops(spec)
 
 
 def net_keys(spec: ArchSpec) -> list[str]:

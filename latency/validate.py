@@ -206,8 +206,16 @@ def plot(report: ValidationReport, path: Path) -> None:
                    label=f"calibrated ({src})")
     for _, r in df[df["source"] == "zoo"].iterrows():
         ax.annotate(r["net"], (r["measured_ms"], r["predicted_ms"]), fontsize=6, alpha=0.7)
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
+
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500) if lo <= t <= hi]
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(FixedLocator(ticks))
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_locator(NullLocator())
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("measured end to end (ms)")
