@@ -205,17 +205,14 @@ class Pipeline:
         return float(predict(paper, self.table(), measure_missing=True).ms)
 
     def stage_netadapt(self) -> None:
+        from netadapt.latency_model import TableLatency
         from netadapt.loop import NetAdaptConfig, run_netadapt
-        from latency.predict import predict, protocol_of
 
         started = time.time()
         c = self.cfg
         seed_spec = ArchSpec.load(self.state["stages"]["search"]["best_spec"])
-        table = self.table()
-        protocol = protocol_of(table)
-
-        def predict_ms(spec: ArchSpec) -> float:
-            return float(predict(spec, table, measure_missing=True, protocol=protocol).ms)
+        # Measures the ops a width scan lacks in one batch (not one op at a time).
+        predict_ms = TableLatency(self.table().path, progress=c.progress, log=self.log)
 
         start_ms = predict_ms(seed_spec)
         target = min(self._search_target_ms(), c.netadapt_frac * start_ms)

@@ -405,7 +405,7 @@ class Objective:
 
 def save_weights(out: Path, model, train_spec: ArchSpec, number: int, reward: float) -> None:
     """The proxy-trained state dict of trial `number` (for its training spec, saved alongside):
-    NetAdapt can start from it (`nas netadapt best_train.json --weights best_weights.pt`)."""
+    NetAdapt can start from it (`nas netadapt best_train.json --weights best_weights.pt --latency-resolution 224 --latency-channels 3 --latency-classes 1000`)."""
     import torch
 
     out = Path(out)
