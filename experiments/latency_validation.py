@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from latency.build import build_table, describe, table_meta  # noqa: E402
-from latency.ops import enumerate_ops, get_space, zoo_specs  # noqa: E402
+from latency.ops import enumerate_ops, get_space, reference_for, zoo_specs  # noqa: E402
 from latency.predict import MODELS, _apply, _fit, calibrate  # noqa: E402
 from latency.table import LatencyTable  # noqa: E402
 from latency.timing import Protocol  # noqa: E402
@@ -116,7 +116,7 @@ def run_space(name: str, args, proto: Protocol) -> dict:
         table.save()
     print(f"[{name}] table {table_path}: {describe(table)}; build {build_info}", flush=True)
 
-    ref = zoo_specs(args.resolution, ["mnv3-large"])[0]
+    ref = reference_for(space, args.resolution)  # the space's seed net
     if args.recalibrate or not table.calibration:
         t0 = time.monotonic()
         specs = space.sample_specs(args.calibrate, seed=args.seed + 1000)

@@ -195,11 +195,14 @@ def cmd_build(args) -> int:
             return 130
         print(f"{out}: {rep.line()}")
         if args.calibrate and (args.recalibrate or not table.calibration):
-            sp = spaces[0]
-            specs = sp.sample_specs(args.calibrate, seed=args.seed + 1000)
-            from .ops import zoo_specs
+            from .ops import reference_for
 
-            ref = zoo_specs(args.resolution or 224, ["mnv3-large"])[0]
+            # Calibration nets drawn evenly from every space the table covers.
+            specs = []
+            for i, sp in enumerate(spaces):
+                k = args.calibrate // len(spaces) + (i < args.calibrate % len(spaces))
+                specs += sp.sample_specs(k, seed=args.seed + 1000)
+            ref = reference_for(spaces[0], args.resolution)
             cal = calibrate(table, specs, proto, rounds=args.calibration_rounds, model=args.calibration_model,
                             progress=progress, seed=args.seed, reference=ref)
             print(f"calibration: {_cal_line(cal)}")
@@ -251,7 +254,7 @@ def cmd_validate(args) -> int:
     table = LatencyTable.load(args.table)
     proto = _protocol(args, table)
     space_name = args.space or (table.meta.get("spaces") or [None])[0]
-    specs, sources = [], []
+    specs, sources, sp = [], [], None
     res = table.meta.get("resolution") or 224
     if args.samples:
         if not space_name:
@@ -270,7 +273,15 @@ def cmd_validate(args) -> int:
         from .quantize import load_calibration_data
 
         calib = load_calibration_data(args.calib_data)
-    ref = zoo_specs(res, ["mnv3-large"])[0]
+    stored = (table.calibration or {}).get("reference") or {}
+    if stored.get("spec"):
+        from search_space import ArchSpec
+
+        ref = ArchSpec.from_dict(stored["spec"])  # the same reference the calibration measured
+    else:
+        from .ops import reference_for
+
+        ref = reference_for(sp if args.samples else None, res)
     rep = validate(table, specs, sources, proto, rounds=args.rounds, reference=ref, progress=not args.no_progress,
                    seed=args.seed, out_dir=args.out, calib_data=calib)
     for line in rep.lines():

@@ -89,6 +89,14 @@ class SpaceSource:
         return list(self.space.all_ops(resolution=self.resolution))
 
 
+def reference_for(space, resolution: int | None = None) -> ArchSpec:
+    """The reference net of a space: its seed zoo net (mnv3-large for spec files)."""
+    seed = getattr(getattr(space, "space", None), "seed_name", "") or "mnv3-large"
+    if seed not in search_space.ZOO_NAMES:
+        seed = "mnv3-large"
+    return zoo_specs(resolution or 224, [seed])[0]
+
+
 def get_space(name: str, resolution: int | None = None):
     """A space source for `--space large|small|FILE`."""
     path = Path(name)

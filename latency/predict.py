@@ -12,7 +12,9 @@ carries a calibration fitted against end-to-end measurements of a few calibratio
 
 S is the sum of the net's op times, n its op count. Each is fitted by least squares on
 relative error; `auto` picks the one with the smallest leave-one-out error, and among
-models within 5% of that, the one with fewest coefficients.
+models within 15% of that, the one with fewest coefficients (a few calibration nets measured
+on a noisy machine make a second coefficient an extrapolation risk: on the small space a
+2-coefficient fit on 12 nets did worse on 100 held-out nets than the plain sum).
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def fit_calibration(records: Sequence[dict], model: str = "auto") -> dict:
     if model == "auto":
         if loo:
             best = min(loo[m]["mean_abs"] for m in loo)
-            chosen = min((m for m in loo if loo[m]["mean_abs"] <= best * 1.05), key=lambda m: len(MODELS[m]))
+            chosen = min((m for m in loo if loo[m]["mean_abs"] <= best * 1.15), key=lambda m: len(MODELS[m]))
         else:
             chosen = "scale"
     else:

@@ -132,3 +132,25 @@ def test_runner_settling_and_resume_in_process(tmp_path, monkeypatch):
     assert len(_read(out)) == 5  # nothing missing: nothing measured
     table = import_csv(out, folder)
     assert table.ms(ops[0].key) == 1.0 and table.passes(ops[0].key) == 3
+
+
+def test_cli_export_ops_runner_import(tmp_path, capsys):
+    from latency import runner
+    from latency.cli import main as cli_main
+
+    spec = dataclasses.replace(search_space.zoo("mnv3-small"), resolution=32)
+    spec_file = tmp_path / "net.json"
+    spec_file.write_text(spec.to_json())
+    folder = tmp_path / "dev"
+    assert cli_main(["export-ops", "--space", str(spec_file), "--out", str(folder), "--no-zoo", "--calibrate", "1",
+                     "--no-progress", "--resolution", "32"]) == 0
+    assert (folder / "manifest.json").exists() and (folder / "runner.py").exists()
+    csv_path = tmp_path / "dev.csv"
+    assert runner.main([str(folder), "--out", str(csv_path), "--runs", "2", "--warmup", "0", "--passes", "1",
+                        "--settle", "0", "--priority", "none", "--no-pin", "--quiet-wait", "0"]) == 0
+    table_path = tmp_path / "dev.parquet"
+    assert cli_main(["import", str(csv_path), "--manifest", str(folder), "--out", str(table_path)]) == 0
+    assert cli_main(["predict", str(spec_file), "--table", str(table_path), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"predicted_ms"' in out
+    assert cli_main(["import", str(spec_file), "--manifest", str(folder), "--out", str(tmp_path / "x.parquet")]) == 2
