@@ -42,6 +42,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
+from latency.latency_fn import TableLatency  # the one spec -> ms adapter, shared with NetAdapt
 from search_space import ArchSpec
 from search_space.errors import UserError
 
@@ -49,6 +50,7 @@ from . import study as st
 from .reward import Reward, check_target, make_reward
 
 CONTROLLERS = ("rl", "tpe", "nsga2", "random")
+
 DEFAULT_TRIALS = 12  # the README main command must finish in ~15 min on 2 cores
 DEFAULT_OUT = "results/search"
 DEFAULT_STUDY = "nas-search"
@@ -254,32 +256,6 @@ def _note_space(table, space):
         table.meta["spaces"] = spaces
         table.save()
     return table
-
-
-class TableLatency:
-    """A spec's predicted latency (ms) from a table; ops missing from it are measured on the
-    spot and added (the table is saved)."""
-
-    def __init__(self, table, progress: bool = False) -> None:
-        from latency.predict import Predictor, protocol_of
-
-        self.table = table
-        self.protocol = protocol_of(table) if len(table) else None
-        self.progress = progress
-        self._pred = Predictor(table)
-
-    def __call__(self, spec: ArchSpec) -> float:
-        from latency.predict import Predictor, predict
-
-        _, _, missing = self._pred.raw(spec)
-        if missing:
-            predict(spec, self.table, measure_missing=True, protocol=self.protocol, progress=self.progress)
-            self._pred = Predictor(self.table)
-        return float(self._pred.predict(spec).ms)
-
-    def fingerprint(self) -> dict:
-        m = self.table.meta
-        return {k: m.get(k) for k in ("precision", "threads", "statistic", "cpu", "runtime_version")}
 
 
 def proxy_config(overrides: dict, seed: int):

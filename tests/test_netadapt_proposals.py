@@ -89,9 +89,11 @@ def test_proposals_with_a_real_table_measure_missing_ops(table_path):
     predict = TableLatency(table_path, protocol=FAST, log=lambda m: None)
     lat = predict(spec)
     before = len(LatencyTable.load(table_path))
-    proposals, failed = propose(spec, predict, lat, 0.05 * lat)
-    assert proposals
-    check_proposals(spec, predict, lat, 0.05 * lat, proposals, failed)
+    proposals, failed = propose(spec, predict, lat, 0.02 * lat)
+    # Real timings of a tiny net: whether a unit can make the step depends on the machine,
+    # but every unit either proposes a width that makes it or is reported as unable to.
+    assert len(proposals) + len(failed) == len(units(spec))
+    check_proposals(spec, predict, lat, 0.02 * lat, proposals, failed)
     table = LatencyTable.load(table_path)  # what was measured is on disk
     assert len(table) > before
     for p in proposals:
