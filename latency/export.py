@@ -84,7 +84,7 @@ def net_input_shape(spec) -> tuple[int, int, int, int]:
 
 def export_op(op, path: str | Path | None = None, seed: int = 0) -> bytes | Path:
     """Build one op alone with the net builder (`search_space.build_op`) and export it."""
-    from search_space.ops import build_op
+    from search_space.latency_ops import build_op
 
     with one_thread():
         torch.manual_seed(seed)

@@ -24,9 +24,8 @@ from search_space.errors import UserError
 
 def net_ops(spec: ArchSpec) -> list:
     """The ops of a net in execution order; a repeated op appears once per use."""
-    # Imported from the submodule: once `search_space.ops` (the module) has been imported,
-    # the package attribute `search_space.ops` is that module, not the function.
-    from search_space.ops import ops
+    # Imported from the submodule (the package exposes it lazily).
+    from search_space.latency_ops import ops
 
     return ops(spec)
 

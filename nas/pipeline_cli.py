@@ -7,17 +7,7 @@ from pathlib import Path
 
 from search_space.errors import UserError
 
-
-def _int(flag: str, low: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} {text!r}: expected an integer") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"{flag} {text!r}: must be >= {low}")
-        return v
-    return parse
+from .search_cli import _int
 
 
 def register(sub) -> None:

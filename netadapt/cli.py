@@ -23,14 +23,9 @@ continues after the last finished iteration."""
 
 
 def _spec(ref: str):
-    from search_space import ArchSpec, ZOO_NAMES, zoo
+    from nas.cli import resolve_spec
 
-    if ref in ZOO_NAMES:
-        return zoo(ref)
-    path = Path(ref)
-    if path.exists() or ref.endswith(".json"):
-        return ArchSpec.load(path)
-    raise UserError(f"{ref!r} is neither a zoo net ({', '.join(ZOO_NAMES)}) nor a spec file")
+    return resolve_spec(ref)
 
 
 def _positive_float(text: str) -> float:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -18,26 +17,11 @@ import torch
 from search_space import build
 from search_space.errors import UserError
 from search_space.spec import ArchSpec
+from search_space.torchvision_compat import read_state_dict
 
 from .channels import channel_plan
 
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"--weights {path}: no such file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or foreign file
-        raise UserError(f"--weights {path}: not a torch state dict ({exc.__class__.__name__})") from None
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model", "weights"):
-            if key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"--weights {path}: expected a state dict (names to tensors)")
-    return dict(obj)
+__all__ = ["adapt_state_dict", "read_state_dict"]
 
 
 def adapt_state_dict(state: Mapping[str, torch.Tensor], train_spec: ArchSpec, seed: int = 0,

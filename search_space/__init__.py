@@ -14,7 +14,7 @@ from .zoo import ZOO_NAMES, zoo
 
 _LAZY = {
     "build": "builder",
-    "Op": "ops", "build_op": "ops", "distinct_ops": "ops", "ops": "ops",
+    "Op": "latency_ops", "build_op": "latency_ops", "distinct_ops": "latency_ops", "ops": "latency_ops",
     "load_torchvision_state_dict": "torchvision_compat",
     "SPACES": "spaces", "SearchSpace": "spaces", "get_space": "spaces",
 }

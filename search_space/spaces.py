@@ -390,7 +390,7 @@ class SearchSpace:
     # ---- latency ops -----------------------------------------------------------------------
     def all_ops(self, resolution: int | None = None, in_channels: int | None = None,
                 num_classes: int | None = None) -> list:
-        """Every distinct latency op (`search_space.ops.Op`) a net of the space can have.
+        """Every distinct latency op (`search_space.latency_ops.Op`) a net of the space can have.
 
         Exactly the union of ``ops(decode(p))`` over all points p at the given geometry (the
         space's own by default): stem and fixed rows; per stage, the first layer for every
@@ -398,7 +398,7 @@ class SearchSpace:
         width, NL), and the repeated layer (stride 1, input = its own width); the last 1x1
         conv for every last-stage width; the head.
         """
-        from .ops import ops
+        from .latency_ops import ops
 
         res = self.resolution if resolution is None else resolution
         cin0 = self.in_channels if in_channels is None else in_channels

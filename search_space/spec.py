@@ -327,7 +327,7 @@ def validate(spec: ArchSpec) -> None:
     elif not seen_pool:
         raise SpecError(f"{spec.name}: a classification spec needs a pool row")
     # Shapes: a net whose feature map shrinks below 1 pixel cannot be built.
-    c, h = spec.in_channels, spec.resolution
+    h = spec.resolution
     for i, row in enumerate(spec.rows):
         if row.op in ("pool", "fc"):
             break

@@ -22,15 +22,7 @@ def load_torchvision_state_dict(model: nn.Module, state_dict: Mapping[str, torch
     must agree. Accepts a mapping or the path of a `.pth` file.
     """
     if isinstance(state_dict, (str, Path)):
-        path = Path(state_dict)
-        if not path.exists():
-            raise UserError(f"{path}: no such weights file")
-        try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a corrupt or foreign file
-            raise UserError(f"{path}: not a torch state dict ({exc.__class__.__name__})") from None
-        if isinstance(state_dict, dict) and "state_dict" in state_dict:
-            state_dict = state_dict["state_dict"]
+        state_dict = read_state_dict(state_dict)
     if not isinstance(state_dict, Mapping):
         raise UserError("weights: expected a state dict (a mapping of names to tensors)")
     own = model.state_dict()
@@ -51,3 +43,21 @@ def load_torchvision_state_dict(model: nn.Module, state_dict: Mapping[str, torch
             )
     model.load_state_dict(dict(state_dict), strict=True)
     return model
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file
+        raise UserError(f"{path}: not a torch state dict ({exc.__class__.__name__})") from None
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model", "weights"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path}: expected a state dict (names to tensors)")
+    return dict(obj)
