@@ -13,31 +13,10 @@ from nas.data import Dataset, load_dataset
 from nas.proxy import ProxyConfig
 from netadapt.latency_model import TableLatency
 from netadapt.loop import NetAdaptConfig, run_netadapt
-from search_space import ArchSpec, Row, UserError, build, count_madds
+from search_space import ArchSpec, UserError, build
+from netadapt_helpers import madds_ms, one_thread, tiny_spec  # noqa: F401  (one_thread: autouse fixture)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one torch thread is faster, and much faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_spec(resolution=32):
-    return ArchSpec("tiny", rows=(
-        Row("conv", 16, kernel=3, nl="hswish", stride=2),
-        Row("bneck", 16, kernel=3, exp=16, se=0.25, nl="relu"),
-        Row("bneck", 24, kernel=3, exp=64, nl="relu", stride=2),
-        Row("bneck", 24, kernel=3, exp=72, se=0.25, nl="relu"),
-        Row("bneck", 40, kernel=5, exp=96, se=0.25, nl="hswish", stride=2),
-        Row("conv", 96, kernel=1, nl="hswish"), Row("pool"), Row("fc", 128, nl="hswish", bn=False)),
-        resolution=resolution)
-
-
-def madds_ms(spec):
-    return count_madds(spec) / 1e7
 
 
 PROXY = ProxyConfig(resolution=16, batch_size=32, val_size=500, eval_batches=1, eval_batch_size=250,

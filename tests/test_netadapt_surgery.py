@@ -11,15 +11,7 @@ from netadapt.start import adapt_state_dict
 from netadapt.surgery import SurgeryError, kept_channels, shrink, zero_channels
 from search_space import build, zoo
 from search_space.spec import make_divisible
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one torch thread is faster, and much faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from netadapt_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 
 def train_spec(name, resolution=32):
