@@ -18,28 +18,24 @@ DEFAULT_TABLE_RUNS = 100
 DEFAULT_CALIBRATION_NETS = 12
 
 
-def _positive(name):
+def _int_at_least(name, low):
     def conv(text):
         try:
             v = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} {text!r}: expected an integer") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} {v}: must be at least 1")
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{name} {v}: must be >= {low}")
         return v
     return conv
+
+
+def _positive(name):
+    return _int_at_least(name, 1)
 
 
 def _nonneg(name):
-    def conv(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} {text!r}: expected an integer") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{name} {v}: must be >= 0")
-        return v
-    return conv
+    return _int_at_least(name, 0)
 
 
 def _protocol_args(p: argparse.ArgumentParser, table_defaults: bool = True) -> None:

@@ -17,7 +17,7 @@ import torch
 from search_space import build
 from search_space.errors import UserError
 from search_space.spec import ArchSpec
-from search_space.torchvision_compat import read_state_dict
+from search_space.torchvision_compat import key_mismatch, read_state_dict
 
 from .channels import channel_plan
 
@@ -32,15 +32,9 @@ def adapt_state_dict(state: Mapping[str, torch.Tensor], train_spec: ArchSpec, se
     """
     model = build(train_spec, seed=seed)
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unused = [k for k in state if k not in own]
-    if missing or unused:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} tensors missing (first: {missing[0]})")
-        if unused:
-            parts.append(f"{len(unused)} unused (first: {unused[0]})")
-        raise UserError(f"{source} do not fit {train_spec.name}: " + "; ".join(parts))
+    mismatch = key_mismatch(own, state)
+    if mismatch:
+        raise UserError(f"{source} do not fit {train_spec.name}: {mismatch}")
     plan = channel_plan(train_spec)
     out: dict[str, torch.Tensor] = {}
     notes: list[str] = []

@@ -26,15 +26,9 @@ def load_torchvision_state_dict(model: nn.Module, state_dict: Mapping[str, torch
     if not isinstance(state_dict, Mapping):
         raise UserError("weights: expected a state dict (a mapping of names to tensors)")
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unused = [k for k in state_dict if k not in own]
-    if missing or unused:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} model tensors missing (first: {missing[0]})")
-        if unused:
-            parts.append(f"{len(unused)} state-dict tensors unused (first: {unused[0]})")
-        raise UserError("state dict does not fit this spec: " + "; ".join(parts))
+    mismatch = key_mismatch(own, state_dict)
+    if mismatch:
+        raise UserError("state dict does not fit this spec: " + mismatch)
     for key, value in state_dict.items():
         if tuple(value.shape) != tuple(own[key].shape):
             raise UserError(
@@ -43,6 +37,18 @@ def load_torchvision_state_dict(model: nn.Module, state_dict: Mapping[str, torch
             )
     model.load_state_dict(dict(state_dict), strict=True)
     return model
+
+
+def key_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str | None:
+    """What keeps `state` from loading into a model whose state dict is `own`, or None."""
+    missing = [k for k in own if k not in state]
+    unused = [k for k in state if k not in own]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} model tensors missing (first: {missing[0]})")
+    if unused:
+        parts.append(f"{len(unused)} state-dict tensors unused (first: {unused[0]})")
+    return "; ".join(parts) or None
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
