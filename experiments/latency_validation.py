@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from latency.build import build_table, describe, table_meta  # noqa: E402
 from latency.ops import enumerate_ops, get_space, reference_for, zoo_specs  # noqa: E402
-from latency.predict import MODELS, _apply, _fit, calibrate  # noqa: E402
+from latency.predict import MODELS, _apply, _fit, _take, calibrate  # noqa: E402
 from latency.table import LatencyTable  # noqa: E402
 from latency.timing import Protocol  # noqa: E402
 from latency.validate import _clean, validate  # noqa: E402
@@ -37,33 +37,39 @@ from latency.validate import _clean, validate  # noqa: E402
 RESULTS = ROOT / "experiments" / "results"
 
 
-def calibration_curve(df, ks=(0, 1, 2, 3, 5, 8, 12, 20, 32), splits=300, seed=0) -> dict:
+def calibration_curve(df, ks=(0, 1, 2, 3, 5, 8, 12, 16, 20, 32), splits=300, seed=0) -> dict:
     """Held-out error vs number of calibration nets, from one validation's measurements."""
     rng = np.random.default_rng(seed)
+
+    def feats(d):
+        return {"sum_ms": d["raw_sum_ms"].to_numpy(), "n_ops": d["n_ops"].to_numpy(float),
+                "params_m": d["params_m"].to_numpy(float)}
+
     pool = df[df["source"] == "sample"].reset_index(drop=True)
-    s, n, y = pool["raw_sum_ms"].to_numpy(), pool["n_ops"].to_numpy(float), pool["measured_ms"].to_numpy()
+    f, y = feats(pool), pool["measured_ms"].to_numpy()
     zoo = df[df["source"] == "zoo"]
-    zs, zn, zy = zoo["raw_sum_ms"].to_numpy(), zoo["n_ops"].to_numpy(float), zoo["measured_ms"].to_numpy()
+    zf, zy = feats(zoo), zoo["measured_ms"].to_numpy()
     out = {}
     for model in MODELS:
         rows = []
         for k in ks:
             if k > len(y) - 5 or (model != "none" and k < len(MODELS[model])) or (model == "none" and k):
                 continue
-            med, w5, w10, zmed = [], [], [], []
+            med, w5, w10, zmed, zmax = [], [], [], [], []
             for _ in range(splits if k else 1):
                 idx = rng.permutation(len(y))
                 tr, te = idx[:k], idx[k:]
-                coef = _fit(s[tr], n[tr], y[tr], model)
-                e = np.abs(_apply(coef, s[te], n[te], model) / y[te] - 1)
-                ez = np.abs(_apply(coef, zs, zn, model) / zy - 1) if len(zy) else np.array([np.nan])
+                coef = _fit(_take(f, tr), y[tr], model)
+                e = np.abs(_apply(coef, _take(f, te), model) / y[te] - 1)
+                ez = np.abs(_apply(coef, zf, model) / zy - 1) if len(zy) else np.array([np.nan])
                 med.append(np.median(e))
                 w5.append(np.mean(e <= 0.05))
                 w10.append(np.mean(e <= 0.10))
                 zmed.append(np.median(ez))
+                zmax.append(np.max(ez))
             rows.append({"k": k, "median_abs": float(np.median(med)), "median_abs_p90_over_splits": float(np.percentile(med, 90)),
                          "within_5": float(np.mean(w5)), "within_10": float(np.mean(w10)),
-                         "zoo_median_abs": float(np.nanmedian(zmed))})
+                         "zoo_median_abs": float(np.nanmedian(zmed)), "zoo_max_abs": float(np.nanmedian(zmax))})
         out[model] = rows
     return out
 
@@ -155,7 +161,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spaces", nargs="+", default=["large", "small"])
     ap.add_argument("--samples", type=int, default=100)
-    ap.add_argument("--calibrate", type=int, default=12)
+    ap.add_argument("--calibrate", type=int, default=20)
     ap.add_argument("--calibration-rounds", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--passes", type=int, default=3)

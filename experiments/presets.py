@@ -33,7 +33,8 @@ def main(argv=None) -> int:
     p.add_argument("--init-steps", type=int, default=300)
     p.add_argument("--check-steps", type=int, default=300)
     p.add_argument("--controller", default="rl")
-    p.add_argument("--table", default=None)
+    p.add_argument("--table", default=None,
+                   help="latency table; '{space}' in it is replaced by the preset's space name")
     p.add_argument("--out", default=str(OUT / "presets"))
     args = p.parse_args(argv)
 
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
         cfg = PipelineConfig(preset=preset, out=Path(args.out) / preset, controller=args.controller,
                              trials=args.trials, search_steps=args.search_steps, short_steps=args.short_steps,
                              long_steps=args.long_steps, init_steps=args.init_steps, check_steps=args.check_steps,
-                             table=args.table)
+                             table=args.table.format(space=preset) if args.table else None)
         t0 = time.time()
         state = Pipeline(cfg).run()
         st = state["stages"]
@@ -63,6 +64,10 @@ def main(argv=None) -> int:
         })
     df = pd.DataFrame(rows)
     OUT.mkdir(parents=True, exist_ok=True)
+    if (OUT / "presets.csv").exists():  # keep the rows of presets not run in this call
+        old = pd.read_csv(OUT / "presets.csv")
+        df = pd.concat([old[~old["preset"].isin(df["preset"])], df], ignore_index=True)
+        rows = df.to_dict("records")
     df.to_csv(OUT / "presets.csv", index=False)
     (OUT / "presets.json").write_text(json.dumps(rows, indent=1))
     print(df.drop(columns=["settings"]).T.to_string())

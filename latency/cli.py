@@ -14,6 +14,8 @@ from pathlib import Path
 
 from search_space.errors import UserError
 
+from .predict import MODELS
+
 DEFAULT_TABLE_RUNS = 100
 DEFAULT_CALIBRATION_NETS = 12
 
@@ -73,7 +75,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help=f"fit the calibration on K sampled nets measured end to end (default {DEFAULT_CALIBRATION_NETS}; 0: none)")
     b.add_argument("--calibration-rounds", type=_positive("--calibration-rounds"), default=4,
                    help="end-to-end rounds before settling rounds (default 4, as validate)")
-    b.add_argument("--calibration-model", choices=["auto", "none", "scale", "affine", "ops"], default="auto")
+    b.add_argument("--calibration-model", choices=["auto", *MODELS], default="auto")
     b.add_argument("--recalibrate", action="store_true", help="measure the calibration nets again even if the table has a calibration")
     b.add_argument("--seed", type=int, default=0)
     _protocol_args(b)
@@ -120,7 +122,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     i.add_argument("--manifest", required=True, help="the exported folder (or its manifest.json)")
     i.add_argument("--out", required=True, metavar="TABLE")
     i.add_argument("--statistic", choices=["min", "p10", "median", "mean"], default="min")
-    i.add_argument("--calibration-model", choices=["auto", "none", "scale", "affine", "ops"], default="auto")
+    i.add_argument("--calibration-model", choices=["auto", *MODELS], default="auto")
     i.set_defaults(func=cmd_import)
 
     n = sub.add_parser("info", help="show a table's metadata and calibration")

@@ -1,20 +1,28 @@
 """Predict a net's latency from the table: calibrated sum of its ops.
 
-A plain sum of per-op times runs below the end-to-end time (ops inside a whole net find
-their weights out of cache, and the net pays the cost of moving between ops), so the table
-carries a calibration fitted against end-to-end measurements of a few calibration nets
-(measured with the same protocol as the table):
+A plain sum of per-op times runs below the end-to-end time, and the gap has causes that
+can be named. Profiling whole nets node by node here (onnxruntime's profiler, MobileNetV3
+and sampled nets) showed that most of it is in ops with many weights: the classifier head
+of MobileNetV3-Large (2.5M weights, 10 MB) takes 0.14 ms measured alone, where its weights
+stay in cache from one run to the next, and about 0.5 ms inside the net, where the rest of
+the net has evicted them; late 7x7 blocks with SE show the same, smaller. In the other
+direction, every op timed alone pays one session call's overhead that a net pays once.
+So the table carries a calibration fitted against end-to-end measurements of a few
+calibration nets (measured with the same protocol as the table):
 
-  none    y = S                      (no calibration)
-  scale   y = a*S
-  affine  y = a*S + c
-  ops     y = a*S + b*n              (n = number of ops: a per-op overhead)
+  none     y = S                       (no calibration)
+  scale    y = a*S
+  affine   y = a*S + c
+  ops      y = a*S + b*n               (n = number of ops: a per-op overhead)
+  params   y = a*S + c + d*P           (P = the net's weights in millions: streamed from memory)
+  ops+params  y = a*S + b*n + d*P
 
-S is the sum of the net's op times, n its op count. Each is fitted by least squares on
-relative error; `auto` picks the one with the smallest leave-one-out error, and among
-models within 15% of that, the one with fewest coefficients (a few calibration nets measured
-on a noisy machine make a second coefficient an extrapolation risk: on the small space a
-2-coefficient fit on 12 nets did worse on 100 held-out nets than the plain sum).
+S is the sum of the net's op times. Each is fitted by least squares on relative error;
+`auto` picks the one with the smallest mean leave-one-out error, and among models within 5%
+of that, the one with fewest coefficients (a few calibration nets measured on a noisy
+machine make an extra coefficient an extrapolation risk). A model needs at least three
+calibration nets per coefficient to be a candidate. Which model and how many nets: see
+experiments/latency_validation.py's calibration curves (held-out error vs K per model).
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ from .ops import net_ops
 from .table import LatencyTable
 from .timing import Protocol, now_iso
 
-MODELS = {"none": (), "scale": ("sum",), "affine": ("sum", "one"), "ops": ("sum", "n_ops")}
+MODELS = {"none": (), "scale": ("sum",), "affine": ("sum", "one"), "ops": ("sum", "n_ops"),
+          "params": ("sum", "one", "params_m"), "ops+params": ("sum", "n_ops", "params_m")}
+PARSIMONY = 1.05  # a model with more coefficients must beat a simpler one's LOO error by 5%
 
 
 class MissingOpsError(UserError):
@@ -50,62 +60,100 @@ class Prediction:
     missing: list[str] = dataclasses.field(default_factory=list)
 
 
-def _features(sum_ms: np.ndarray, n_ops: np.ndarray, model: str) -> np.ndarray:
-    cols = {"sum": sum_ms, "one": np.ones_like(sum_ms), "n_ops": n_ops.astype(float)}
-    return np.stack([cols[c] for c in MODELS[model]], axis=1) if MODELS[model] else np.zeros((len(sum_ms), 0))
+def net_params_m(spec) -> float:
+    """The net's weights in millions (analytic count, no model built)."""
+    from search_space.counting import count_params
+
+    return count_params(spec) / 1e6
 
 
-def _fit(sum_ms: np.ndarray, n_ops: np.ndarray, y: np.ndarray, model: str) -> np.ndarray:
+def _features(feats: dict, model: str) -> np.ndarray:
+    s = np.atleast_1d(np.asarray(feats["sum_ms"], float))
+    cols = {"sum": lambda: s, "one": lambda: np.ones_like(s),
+            "n_ops": lambda: np.atleast_1d(np.asarray(feats["n_ops"], float)),
+            "params_m": lambda: np.atleast_1d(np.asarray(feats["params_m"], float))}
+    terms = MODELS[model]
+    return np.stack([cols[c]() for c in terms], axis=1) if terms else np.zeros((len(s), 0))
+
+
+def _take(feats: dict, idx) -> dict:
+    return {k: np.asarray(v)[idx] for k, v in feats.items()}
+
+
+def _fit(feats: dict, y: np.ndarray, model: str) -> np.ndarray:
     if model == "none":
         return np.zeros(0)
-    X = _features(sum_ms, n_ops, model) / y[:, None]
+    X = _features(feats, model) / y[:, None]
     coef, *_ = np.linalg.lstsq(X, np.ones_like(y), rcond=None)
     return coef
 
 
-def _apply(coef, sum_ms, n_ops, model: str):
+def _apply(coef, feats: dict, model: str) -> np.ndarray:
     if model == "none":
-        return np.asarray(sum_ms, dtype=float)
-    return _features(np.atleast_1d(np.asarray(sum_ms, float)), np.atleast_1d(np.asarray(n_ops)), model) @ np.asarray(coef)
+        return np.atleast_1d(np.asarray(feats["sum_ms"], dtype=float))
+    return _features(feats, model) @ np.asarray(coef)
 
 
-def loo_errors(sum_ms, n_ops, y, model: str) -> np.ndarray:
+def loo_errors(feats: dict, y, model: str) -> np.ndarray:
     """Leave-one-out relative errors of a calibration model."""
-    sum_ms, n_ops, y = map(np.asarray, (sum_ms, n_ops, y))
+    y = np.asarray(y, float)
     errs = np.empty(len(y))
     for i in range(len(y)):
         m = np.arange(len(y)) != i
-        coef = _fit(sum_ms[m], n_ops[m], y[m], model)
-        errs[i] = _apply(coef, sum_ms[i: i + 1], n_ops[i: i + 1], model)[0] / y[i] - 1.0
+        coef = _fit(_take(feats, m), y[m], model)
+        errs[i] = _apply(coef, _take(feats, [i]), model)[0] / y[i] - 1.0
     return errs
 
 
+def record_features(records: Sequence[dict]) -> dict:
+    """Feature arrays of calibration records; the weight count is filled in from the spec
+    where a record lacks it (records written before it was a feature)."""
+    from search_space import ArchSpec
+
+    for r in records:
+        if r.get("params_m") is None and r.get("spec"):
+            r["params_m"] = net_params_m(ArchSpec.from_dict(r["spec"]))
+    out = {"sum_ms": np.array([r["sum_ms"] for r in records], float),
+           "n_ops": np.array([r["n_ops"] for r in records], float)}
+    if all(r.get("params_m") is not None for r in records):
+        out["params_m"] = np.array([r["params_m"] for r in records], float)
+    return out
+
+
+def uses_params(cal: dict | None) -> bool:
+    return bool(cal) and "params_m" in MODELS.get(cal.get("model", "none"), ())
+
+
 def fit_calibration(records: Sequence[dict], model: str = "auto") -> dict:
-    """Fit a calibration from records with sum_ms, n_ops, measured_ms."""
+    """Fit a calibration from records with sum_ms, n_ops, measured_ms (and spec or params_m)."""
     if model != "auto" and model not in MODELS:
         raise UserError(f"--calibration-model {model!r}: expected auto or one of {', '.join(MODELS)}")
-    s = np.array([r["sum_ms"] for r in records], float)
-    n = np.array([r["n_ops"] for r in records], float)
+    feats = record_features(records)
     y = np.array([r["measured_ms"] for r in records], float)
+    s = feats["sum_ms"]
     if len(y) == 0:
         return {"model": "none", "coef": [], "nets": 0}
-    candidates = [model] if model != "auto" else [m for m in MODELS if len(MODELS[m]) < max(2, len(y) // 3) or m in ("none", "scale")]
+    known = [m for m in MODELS if all(t in ("sum", "one") or t in feats for t in MODELS[m])]
+    if model != "auto" and model not in known:
+        raise UserError(f"--calibration-model {model!r}: the calibration records lack the nets' specs")
+    candidates = [model] if model != "auto" else \
+        [m for m in known if m in ("none", "scale") or 3 * len(MODELS[m]) <= len(y)]
     loo = {}
     for m in candidates:
         if len(y) > max(1, len(MODELS[m])):
-            e = loo_errors(s, n, y, m)
+            e = loo_errors(feats, y, m)
             loo[m] = {"median_abs": float(np.median(np.abs(e))), "mean_abs": float(np.mean(np.abs(e))),
                       "p90_abs": float(np.percentile(np.abs(e), 90))}
     if model == "auto":
         if loo:
             best = min(loo[m]["mean_abs"] for m in loo)
-            chosen = min((m for m in loo if loo[m]["mean_abs"] <= best * 1.15), key=lambda m: len(MODELS[m]))
+            chosen = min((m for m in loo if loo[m]["mean_abs"] <= best * PARSIMONY), key=lambda m: len(MODELS[m]))
         else:
             chosen = "scale"
     else:
         chosen = model
-    coef = _fit(s, n, y, chosen)
-    resid = _apply(coef, s, n, chosen) / y - 1.0
+    coef = _fit(feats, y, chosen)
+    resid = _apply(coef, feats, chosen) / y - 1.0
     return {
         "model": chosen,
         "coef": [float(c) for c in coef],
@@ -117,10 +165,13 @@ def fit_calibration(records: Sequence[dict], model: str = "auto") -> dict:
     }
 
 
-def apply_calibration(cal: dict | None, sum_ms: float, n_ops: int) -> float:
+def apply_calibration(cal: dict | None, sum_ms: float, n_ops: int, params_m: float | None = None) -> float:
     if not cal or cal.get("model", "none") == "none":
         return float(sum_ms)
-    return float(_apply(cal["coef"], [sum_ms], [n_ops], cal["model"])[0])
+    if uses_params(cal) and params_m is None:
+        raise ValueError(f"calibration model {cal['model']!r} needs the net's weight count")
+    feats = {"sum_ms": [sum_ms], "n_ops": [n_ops], "params_m": [params_m if params_m is not None else 0.0]}
+    return float(_apply(cal["coef"], feats, cal["model"])[0])
 
 
 def fill_command(table: LatencyTable, spec_arg: str = "SPEC") -> str:
@@ -153,7 +204,8 @@ class Predictor:
         if missing:
             raise missing_error(self.table, spec, missing, spec_arg)
         model = (self.cal or {}).get("model", "none")
-        return Prediction(apply_calibration(self.cal, total, n), total, n, model)
+        params = net_params_m(spec) if uses_params(self.cal) else None
+        return Prediction(apply_calibration(self.cal, total, n, params), total, n, model)
 
     def __call__(self, spec) -> float:
         return self.predict(spec).ms
@@ -208,6 +260,7 @@ def calibrate(table: LatencyTable, specs: Sequence, protocol: Protocol | None = 
         total, n, missing = pred.raw(spec)
         r = summ.loc[name]
         records.append({"name": name, "spec": spec.to_dict(), "sum_ms": total, "n_ops": n,
+                        "params_m": net_params_m(spec),
                         "measured_ms": float(r["measured_ms"]), "half_a_ms": _f(r["half_a_ms"]),
                         "half_b_ms": _f(r["half_b_ms"])})
     cal = fit_calibration(records, model)
@@ -232,7 +285,9 @@ def refit(table: LatencyTable, model: str = "auto") -> dict:
 
     pred = Predictor(table)
     for r in cal["records"]:
-        r["sum_ms"], r["n_ops"], _ = pred.raw(ArchSpec.from_dict(r["spec"]))
+        spec = ArchSpec.from_dict(r["spec"])
+        r["sum_ms"], r["n_ops"], _ = pred.raw(spec)
+        r["params_m"] = net_params_m(spec)
     new = fit_calibration(cal["records"], model)
     cal.update(new)
     table.meta["calibration"] = cal

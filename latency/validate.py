@@ -27,7 +27,7 @@ import pandas as pd
 
 from .e2e import measure_nets
 from .ops import net_ops
-from .predict import Predictor
+from .predict import Predictor, net_params_m
 from .table import LatencyTable
 from .timing import Protocol
 
@@ -122,6 +122,7 @@ def validate(table: LatencyTable, specs: Sequence, sources: Sequence[str], proto
         meas = float(m["measured_ms"])
         rows.append({
             "net": name, "source": src, "in_calibration": name in cal_names, "n_ops": p.n_ops,
+            "params_m": net_params_m(spec),
             "predicted_ms": p.ms, "raw_sum_ms": p.sum_ms, "measured_ms": meas,
             "error": p.ms * speed["factor"] / meas - 1.0, "error_uncorrected": p.ms / meas - 1.0,
             "raw_error": p.sum_ms / meas - 1.0, "rounds": int(m["rounds"]),

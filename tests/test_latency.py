@@ -20,7 +20,7 @@ from latency import export
 from latency.build import build_table, table_meta
 from latency.cli import main as cli_main
 from latency.ops import enumerate_ops, net_keys, net_ops
-from latency.predict import MissingOpsError, Predictor, fit_calibration, predict
+from latency.predict import MissingOpsError, Predictor, apply_calibration, fit_calibration, predict
 from latency.runner import time_session, make_session, random_feeds
 from latency.table import LatencyTable
 from latency.timing import Protocol
@@ -255,6 +255,27 @@ def test_calibration_fit_recovers_synthetic_models():
     cal = fit_calibration(recs)
     assert cal["model"] == "ops" and cal["coef"] == pytest.approx([1.05, -0.04], rel=1e-6)
     assert fit_calibration(recs[:3])["model"] in ("none", "scale")  # too few nets for 2 coefficients
+    # Weights streamed from memory: a cost per million weights the op sums cannot see.
+    p = rng.uniform(1, 6, 30)
+    recs = [{"sum_ms": a, "n_ops": b, "params_m": c, "measured_ms": 1.03 * a - 0.3 + 0.12 * c} for a, b, c in zip(s, n, p)]
+    cal = fit_calibration(recs)
+    assert cal["model"] == "params" and cal["coef"] == pytest.approx([1.03, -0.3, 0.12], rel=1e-6)
+    assert apply_calibration(cal, 5.0, 18, 2.0) == pytest.approx(1.03 * 5 - 0.3 + 0.24)
+    with pytest.raises(ValueError):
+        apply_calibration(cal, 5.0, 18)  # a params model needs the weight count
+    assert fit_calibration(recs[:8])["model"] != "params"  # 3 coefficients want >= 9 nets
+
+
+def test_calibration_records_without_params_get_them_from_the_spec():
+    spec = small()
+    rec = {"sum_ms": 1.0, "n_ops": 3, "measured_ms": 1.1, "spec": spec.to_dict()}
+    from latency.predict import record_features
+    from search_space.counting import count_params
+
+    feats = record_features([rec])
+    assert feats["params_m"][0] == pytest.approx(count_params(spec) / 1e6)
+    with pytest.raises(UserError, match="params"):
+        fit_calibration([{"sum_ms": 1.0, "n_ops": 3, "measured_ms": 1.1}] * 12, "params")
 
 
 def test_spearman_without_scipy():
