@@ -83,6 +83,24 @@ class CheckReport:
 SUMMARY_HEADERS = ("net", "params", "MAdds", "predicted ms", "measured ms", "proxy accuracy", "reward")
 
 
+def latency_notes(nets: list[NetFigures], paper_spec: ArchSpec, calibration: dict | None) -> list[str]:
+    """What the end-to-end figures say beyond the table: the two nets' latency ratio, predicted
+    and measured (drift cancels in a ratio measured in one run), and how fast the machine runs
+    now against when the table was calibrated (the paper net is the space's reference net)."""
+    ours, paper = nets
+    out = []
+    if all(v for v in (ours.predicted_ms, ours.measured_ms, paper.predicted_ms, paper.measured_ms)):
+        out.append(f"latency of {ours.name} relative to {paper.name}: predicted {ours.predicted_ms / paper.predicted_ms:.3f}, "
+                   f"measured {ours.measured_ms / paper.measured_ms:.3f} (both measured in the same run)")
+    ref = (calibration or {}).get("reference") or {}
+    if paper.measured_ms and ref.get("median_ms") and ref.get("spec") == paper_spec.to_dict():
+        factor = paper.measured_ms / ref["median_ms"]
+        out.append(f"{paper.name} measured {paper.measured_ms:.3f} ms now against {ref['median_ms']:.3f} ms when the "
+                   f"table was calibrated: the machine runs {abs(factor - 1):.0%} {'slower' if factor >= 1 else 'faster'} "
+                   "than then, which moves every measured figure alike")
+    return out
+
+
 def task_spec(spec: ArchSpec, resolution: int, in_channels: int, num_classes: int) -> ArchSpec:
     """The same rows at another input geometry (the proxy task's, or the latency geometry)."""
     return dataclasses.replace(spec, resolution=resolution, in_channels=in_channels, num_classes=num_classes)
@@ -114,6 +132,7 @@ def run_check(spec: ArchSpec, against: str, *, table=None, data=None, proxy_cfg=
                 n.measured_ms = float(r["measured_ms"])
             noise = summ["noise"].abs().median()
             report.measure_noise = None if noise != noise else float(noise)
+            report.notes += latency_notes(nets, lat_specs[1], table.calibration)
         if report.target_ms is None:
             report.target_ms = nets[1].predicted_ms
             report.notes.append(f"no target given: the target is {paper.name}'s predicted latency on this table")

@@ -58,6 +58,7 @@ def test_pipeline_runs_to_the_end_and_resumes(tiny, tmp_path):
     assert [n["name"] for n in check["nets"]] == [final.name, "mnv3-small"]
     for net in check["nets"]:
         assert net["predicted_ms"] > 0 and net["measured_ms"] > 0 and 0 <= net["accuracy"] <= 1
+    assert f"latency of {final.name} relative to mnv3-small: predicted" in report
     # the final spec is accepted by the other commands
     for args in (["show", str(out / "final.json")], ["check", str(out / "final.json"), "--against", "mnv3-small",
                                                       "--no-latency", "--no-accuracy"]):
@@ -68,6 +69,20 @@ def test_pipeline_runs_to_the_end_and_resumes(tiny, tmp_path):
     logs.clear()
     Pipeline(_cfg(tiny, out), log=logs.append).run()
     assert sum("already finished" in line for line in logs) == 4
+
+
+def test_latency_notes_give_the_ratio_and_the_machine_speed():
+    from nas.check import NetFigures, latency_notes, task_spec
+    from search_space import zoo
+
+    paper = task_spec(zoo("mnv3-small"), 224, 3, 1000)
+    nets = [NetFigures("ours", 1, 1, predicted_ms=1.0, measured_ms=1.3), NetFigures("mnv3-small", 1, 1, 2.0, 2.4)]
+    notes = latency_notes(nets, paper, {"reference": {"spec": paper.to_dict(), "median_ms": 2.0}})
+    assert "predicted 0.500, measured 0.542" in notes[0]
+    assert "20% slower" in notes[1]
+    # another reference net (or none): no speed note, and no ratio without measurements
+    assert len(latency_notes(nets, paper, {"reference": {"spec": {}, "median_ms": 2.0}})) == 1
+    assert latency_notes([NetFigures("ours", 1, 1, 1.0), NetFigures("p", 1, 1, 2.0)], paper, None) == []
 
 
 def test_pipeline_refuses_other_settings_in_the_same_folder(tiny, tmp_path):
