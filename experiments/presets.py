@@ -70,8 +70,44 @@ def main(argv=None) -> int:
         rows = df.to_dict("records")
     df.to_csv(OUT / "presets.csv", index=False)
     (OUT / "presets.json").write_text(json.dumps(rows, indent=1))
+    plot(df["preset"].tolist(), Path(args.out), OUT / "presets.png")
     print(df.drop(columns=["settings"]).T.to_string())
     return 0
+
+
+def plot(presets: list[str], runs: Path, path: Path) -> None:
+    """Per preset: every searched net (proxy accuracy vs predicted latency), the NetAdapt
+    trajectory from the best one, and the search target (the paper net's latency)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(presets), figsize=(5.5 * len(presets), 4.2), squeeze=False)
+    for ax, preset in zip(axes[0], presets):
+        run = runs / preset
+        trials = pd.read_csv(run / "search" / "trials.csv")
+        done = trials[trials["state"] == "COMPLETE"]
+        ax.scatter(done["latency_ms"], done["accuracy"], s=16, color="0.6", label="searched nets")
+        best = done.loc[done["reward"].idxmax()]
+        ax.scatter([best["latency_ms"]], [best["accuracy"]], s=90, marker="*", color="tab:blue", label="best reward")
+        hist_path = run / "netadapt" / "history.csv"
+        if hist_path.exists():
+            h = pd.read_csv(hist_path)
+            kept = h[(h["kind"] == "seed") | (h["selected"].astype(str) == "True")]
+            ax.plot(kept["latency_ms"], kept["accuracy"], "o-", color="tab:red", ms=4,
+                    label="NetAdapt (short fine-tune)")
+        summary = json.loads((run / "search" / "summary.json").read_text()) if (run / "search" / "summary.json").exists() else {}
+        target = summary.get("target_ms")
+        if isinstance(target, (int, float)):
+            ax.axvline(target, ls="--", color="k", lw=1, label=f"target {target:.2f} ms")
+        ax.set_title(f"preset {preset}")
+        ax.set_xlabel("predicted latency (ms, this machine's table)")
+        ax.set_ylabel("proxy accuracy")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
