@@ -126,6 +126,8 @@ def run_space(name: str, args, proto: Protocol) -> dict:
     if args.recalibrate or not table.calibration:
         t0 = time.monotonic()
         specs = space.sample_specs(args.calibrate, seed=args.seed + 1000)
+        if not args.no_zoo_anchors:
+            specs += zoo_specs(args.resolution)  # validated below by leave-one-out, not as held-out nets
         cal = calibrate(table, specs, proto, rounds=args.calibration_rounds, progress=not args.no_progress,
                         seed=args.seed, reference=ref)
         cal["wall_s"] = round(time.monotonic() - t0, 1)
@@ -170,6 +172,7 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--int8", action="store_true")
     ap.add_argument("--no-zoo", action="store_true")
+    ap.add_argument("--no-zoo-anchors", action="store_true", help="calibrate on sampled nets only")
     ap.add_argument("--fresh", action="store_true", help="delete the tables first (to time a full build)")
     ap.add_argument("--recalibrate", action="store_true")
     ap.add_argument("--no-progress", action="store_true")

@@ -165,6 +165,22 @@ def fit_calibration(records: Sequence[dict], model: str = "auto") -> dict:
     }
 
 
+def loo_coefficients(cal: dict | None) -> dict[str, list[float]]:
+    """For each calibration net (by name): the calibration's coefficients refitted without it,
+    so a calibration net can still be scored on data its own fit never saw."""
+    recs = (cal or {}).get("records") or []
+    model = (cal or {}).get("model", "none")
+    if model == "none" or len(recs) <= len(MODELS.get(model, ())) + 1:
+        return {}
+    feats = record_features(recs)
+    y = np.array([r["measured_ms"] for r in recs], float)
+    out = {}
+    for i, r in enumerate(recs):
+        keep = np.arange(len(recs)) != i
+        out[r["name"]] = [float(c) for c in _fit(_take(feats, keep), y[keep], model)]
+    return out
+
+
 def apply_calibration(cal: dict | None, sum_ms: float, n_ops: int, params_m: float | None = None) -> float:
     if not cal or cal.get("model", "none") == "none":
         return float(sum_ms)

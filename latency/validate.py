@@ -27,7 +27,7 @@ import pandas as pd
 
 from .e2e import measure_nets
 from .ops import net_ops
-from .predict import Predictor, net_params_m
+from .predict import Predictor, apply_calibration, loo_coefficients, net_params_m
 from .table import LatencyTable
 from .timing import Protocol
 
@@ -94,7 +94,16 @@ class ValidationReport:
             f"measurement noise (even vs odd rounds): median {noise['median_abs']:.1%}, p90 {noise['p90_abs']:.1%}; "
             f"reference net drift over the run: {s['drift'].get('reference_spread', float('nan')):.1%} "
             f"(best per round: {s['drift'].get('reference_round_spread', float('nan')):.1%})",
-        ]
+        ] + self._loo_lines()
+
+    def _loo_lines(self) -> list[str]:
+        e = self.summary.get("error_calibration_nets_loo") or {}
+        by_net = self.summary.get("error_calibration_nets_loo_by_net") or {}
+        if not e:
+            return []
+        worst = max(by_net, key=lambda k: abs(by_net[k]))
+        return [f"calibration nets ({len(by_net)}), each predicted by a fit without it: median {e['median_abs']:.1%}, "
+                f"within 5% {e['within_5']:.0%}, within 10% {e['within_10']:.0%}; worst {worst} {by_net[worst]:+.1%}"]
 
 
 def validate(table: LatencyTable, specs: Sequence, sources: Sequence[str], protocol: Protocol, rounds: int = 4,
@@ -116,13 +125,17 @@ def validate(table: LatencyTable, specs: Sequence, sources: Sequence[str], proto
     cal = table.calibration or {}
     cal_names = {r["name"] for r in cal.get("records", [])}
     speed = machine_speed(cal, reference, times.drift())
+    loo = loo_coefficients(cal)
     rows = []
     for name, spec, src, p in zip(times.names, specs, sources, preds):
         m = summ.loc[name]
         meas = float(m["measured_ms"])
+        params = net_params_m(spec)
+        # A calibration net is scored with the calibration refitted without it (leave-one-out).
+        loo_ms = apply_calibration({**cal, "coef": loo[name]}, p.sum_ms, p.n_ops, params) if name in loo else math.nan
         rows.append({
             "net": name, "source": src, "in_calibration": name in cal_names, "n_ops": p.n_ops,
-            "params_m": net_params_m(spec),
+            "params_m": params, "loo_predicted_ms": loo_ms, "loo_error": loo_ms * speed["factor"] / meas - 1.0,
             "predicted_ms": p.ms, "raw_sum_ms": p.sum_ms, "measured_ms": meas,
             "error": p.ms * speed["factor"] / meas - 1.0, "error_uncorrected": p.ms / meas - 1.0,
             "raw_error": p.sum_ms / meas - 1.0, "rounds": int(m["rounds"]),
@@ -146,6 +159,10 @@ def validate(table: LatencyTable, specs: Sequence, sources: Sequence[str], proto
         "raw_sum_error": error_summary(held["raw_error"]),
         "error_sampled": error_summary(held.loc[held["source"] == "sample", "error"]),
         "error_zoo": error_summary(held.loc[held["source"] == "zoo", "error"]),
+        # Calibration nets measured again here, each predicted by a fit that left it out.
+        "error_calibration_nets_loo": error_summary(df.loc[df["in_calibration"], "loo_error"].dropna()),
+        "error_calibration_nets_loo_by_net": {r.net: float(r.loo_error) for r in df[df["in_calibration"]].itertuples()
+                                              if math.isfinite(r.loo_error)},
         "spearman": spearman(held["predicted_ms"], held["measured_ms"]),
         "spearman_raw_sum": spearman(held["raw_sum_ms"], held["measured_ms"]),
         "raw_sum_ratio_median": float(np.median(held["raw_sum_ms"] / held["measured_ms"])),

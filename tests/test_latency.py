@@ -364,6 +364,31 @@ def test_validate_reports_errors_noise_and_writes_files(small_table, tmp_path):
     assert len(rep.lines()) == 4
 
 
+def test_calibration_nets_are_scored_leave_one_out(small_table, tmp_path):
+    from latency.ops import get_space
+    from latency.predict import calibrate, loo_coefficients
+    from latency.validate import validate
+
+    table = LatencyTable.load(small_table)
+    table.path = tmp_path / "t.parquet"
+    space = get_space("small", 32)
+    cal_specs = space.sample_specs(4, seed=5)
+    cal = calibrate(table, cal_specs, FAST, rounds=2, model="scale", progress=False)
+    loo = loo_coefficients(cal)
+    assert set(loo) == {s.name for s in cal_specs}
+    full = cal["coef"][0]
+    assert all(len(c) == 1 and abs(c[0] / full - 1) < 0.5 for c in loo.values())
+    assert any(c[0] != full for c in loo.values())  # each refit saw one net fewer
+    held = space.sample_specs(2, seed=6)
+    rep = validate(table, cal_specs[:2] + held, ["sample"] * 4, FAST, rounds=2, progress=False)
+    nets = rep.nets.set_index("net")
+    assert nets.loc[cal_specs[0].name, "in_calibration"] and math.isfinite(nets.loc[cal_specs[0].name, "loo_error"])
+    assert not math.isfinite(nets.loc[held[0].name, "loo_error"])
+    assert rep.summary["n_nets"] == 2  # calibration nets are not counted as held-out nets
+    assert set(rep.summary["error_calibration_nets_loo_by_net"]) == {s.name for s in cal_specs[:2]}
+    assert "each predicted by a fit without it" in rep.lines()[-1]
+
+
 def test_settling_passes_measure_only_what_disagrees(tmp_path, monkeypatch):
     from latency import timing
 
