@@ -33,7 +33,7 @@ from latency.ops import enumerate_ops, get_space, reference_for, zoo_specs  # no
 from latency.predict import MODELS, _apply, _fit, _take, calibrate  # noqa: E402
 from latency.table import LatencyTable  # noqa: E402
 from latency.timing import Protocol  # noqa: E402
-from latency.validate import _clean, validate  # noqa: E402
+from latency.validate import _clean, plot, score, validate  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 
@@ -160,6 +160,27 @@ def run_space(name: str, args, proto: Protocol) -> dict:
     return summary
 
 
+def rescore_space(name: str, args) -> dict:
+    """Score a saved validation again (same measurements, the table's current calibration and
+    the current speed correction): rewrites the CSV, JSON and PNG."""
+    import pandas as pd
+
+    suffix = f"_{name}" + ("_int8" if args.int8 else "")
+    table = LatencyTable.load(ROOT / "runs" / "latency" / f"table{suffix}.parquet")
+    old = json.loads((RESULTS / f"latency_validation{suffix}.json").read_text())
+    df = pd.read_csv(RESULTS / f"latency_validation{suffix}.csv")
+    run = {k: old.get(k) for k in ("table", "precision", "threads", "statistic", "runs", "rounds", "cpu",
+                                   "runtime_version", "drift", "priority")}
+    rep = score(df, table.calibration or {}, reference_for(get_space(name, args.resolution), args.resolution), run)
+    for line in rep.lines():
+        print(f"[{name}] {line}", flush=True)
+    rep.nets.to_csv(RESULTS / f"latency_validation{suffix}.csv", index=False)
+    plot(rep, RESULTS / f"latency_validation{suffix}.png")
+    summary = {**old, **rep.summary, "rescored": True}
+    (RESULTS / f"latency_validation{suffix}.json").write_text(json.dumps(_clean(summary), indent=1) + "\n")
+    return summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spaces", nargs="+", default=["large", "small"])
@@ -178,11 +199,13 @@ def main() -> None:
     ap.add_argument("--recalibrate", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rescore", action="store_true",
+                    help="do not measure: score the saved validation CSVs again with the current code")
     args = ap.parse_args()
     proto = Protocol(threads=args.threads, runs=args.runs, passes=args.passes)
     RESULTS.mkdir(parents=True, exist_ok=True)
     random.seed(args.seed)
-    summaries = [run_space(s, args, proto) for s in args.spaces]
+    summaries = [rescore_space(s, args) if args.rescore else run_space(s, args, proto) for s in args.spaces]
     print()
     hdr = f"{'space':7s} {'prec':7s} {'ops':>5s} {'build':>7s} {'nets':>5s} {'med':>6s} {'p90':>6s} {'<=5%':>5s} " \
           f"{'<=10%':>6s} {'rho':>6s} {'uncorr<=5%':>10s} {'<=10%':>6s} {'speed':>6s} {'raw med':>8s} " \
