@@ -33,7 +33,7 @@ from latency.ops import enumerate_ops, get_space, reference_for, zoo_specs  # no
 from latency.predict import MODELS, _apply, _fit, _take, calibrate  # noqa: E402
 from latency.table import LatencyTable  # noqa: E402
 from latency.timing import Protocol  # noqa: E402
-from latency.validate import _clean, plot, score, validate  # noqa: E402
+from latency.validate import RUN_KEYS, _clean, plot, score, validate  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 
@@ -169,8 +169,7 @@ def rescore_space(name: str, args) -> dict:
     table = LatencyTable.load(ROOT / "runs" / "latency" / f"table{suffix}.parquet")
     old = json.loads((RESULTS / f"latency_validation{suffix}.json").read_text())
     df = pd.read_csv(RESULTS / f"latency_validation{suffix}.csv")
-    run = {k: old.get(k) for k in ("table", "precision", "threads", "statistic", "runs", "rounds", "cpu",
-                                   "runtime_version", "drift", "priority")}
+    run = {k: old.get(k) for k in RUN_KEYS}
     rep = score(df, table.calibration or {}, reference_for(get_space(name, args.resolution), args.resolution), run)
     for line in rep.lines():
         print(f"[{name}] {line}", flush=True)

@@ -1,12 +1,12 @@
 """Predict a net's latency from the table: calibrated sum of its ops.
 
-A plain sum of per-op times runs below the end-to-end time, and the gap has causes that
-can be named. Profiling whole nets node by node here (onnxruntime's profiler, MobileNetV3
-and sampled nets) showed that most of it is in ops with many weights: the classifier head
-of MobileNetV3-Large (2.5M weights, 10 MB) takes 0.14 ms measured alone, where its weights
-stay in cache from one run to the next, and about 0.5 ms inside the net, where the rest of
-the net has evicted them; late 7x7 blocks with SE show the same, smaller. In the other
-direction, every op timed alone pays one session call's overhead that a net pays once.
+A plain sum of per-op times misses the end-to-end time, and the gap has causes that can be
+named. Profiling whole nets node by node (experiments/latency_in_net.py) showed most of it
+in ops with many weights: MobileNetV3-Large's pooled head (3.4M weights) takes 0.16 ms
+measured alone, where its weights stay in cache from one run to the next, and 0.42 ms inside
+the net, where the rest of the net has evicted them; its last 7x7 SE blocks run 13% slower
+inside. In the other direction, early activation-bound blocks run faster inside the net,
+and every op timed alone pays one session call's overhead that a net pays once.
 So the table carries a calibration fitted against end-to-end measurements of a few
 calibration nets (measured with the same protocol as the table):
 
@@ -94,15 +94,16 @@ def _apply(coef, feats: dict, model: str) -> np.ndarray:
     return _features(feats, model) @ np.asarray(coef)
 
 
+def _loo_fits(feats: dict, y: np.ndarray, model: str) -> list[np.ndarray]:
+    """The model's coefficients refitted once without each net in turn."""
+    return [_fit(_take(feats, np.arange(len(y)) != i), y[np.arange(len(y)) != i], model) for i in range(len(y))]
+
+
 def loo_errors(feats: dict, y, model: str) -> np.ndarray:
     """Leave-one-out relative errors of a calibration model."""
     y = np.asarray(y, float)
-    errs = np.empty(len(y))
-    for i in range(len(y)):
-        m = np.arange(len(y)) != i
-        coef = _fit(_take(feats, m), y[m], model)
-        errs[i] = _apply(coef, _take(feats, [i]), model)[0] / y[i] - 1.0
-    return errs
+    return np.array([_apply(coef, _take(feats, [i]), model)[0] / y[i] - 1.0
+                     for i, coef in enumerate(_loo_fits(feats, y, model))])
 
 
 def record_features(records: Sequence[dict]) -> dict:
@@ -172,13 +173,9 @@ def loo_coefficients(cal: dict | None) -> dict[str, list[float]]:
     model = (cal or {}).get("model", "none")
     if model == "none" or len(recs) <= len(MODELS.get(model, ())) + 1:
         return {}
-    feats = record_features(recs)
     y = np.array([r["measured_ms"] for r in recs], float)
-    out = {}
-    for i, r in enumerate(recs):
-        keep = np.arange(len(recs)) != i
-        out[r["name"]] = [float(c) for c in _fit(_take(feats, keep), y[keep], model)]
-    return out
+    fits = _loo_fits(record_features(recs), y, model)
+    return {r["name"]: [float(c) for c in coef] for r, coef in zip(recs, fits)}
 
 
 def apply_calibration(cal: dict | None, sum_ms: float, n_ops: int, params_m: float | None = None) -> float:

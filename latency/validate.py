@@ -4,9 +4,10 @@ Protocol (see latency.e2e): every net is exported and timed end to end in `round
 interleaved rounds (fresh random order per round), then settling rounds for the nets whose
 two best rounds still disagree; a reference net is timed every `ref_every` nets; a net's
 measured latency is its best round. The measuring thread is pinned to one core at
-real-time priority where permitted. The reference net, also measured when the table was
-calibrated, gives the machine's speed now relative to then; predictions are scaled by it
-before comparing (the uncorrected error is reported too). The measurement's own
+real-time priority where permitted. The machine's speed now relative to calibration time
+(see `machine_speed`: the calibration nets measured again, else the reference net) scales
+the predictions before comparing (the uncorrected error is reported too). Calibration nets
+measured here are scored by leave-one-out and kept out of the held-out figures. The measurement's own
 run-to-run variation is reported from the same run: best of even rounds vs best of odd
 rounds per net. If the error is not far above that noise, the table is as good as the
 measurement can tell.
@@ -30,6 +31,11 @@ from .ops import net_ops
 from .predict import Predictor, apply_calibration, loo_coefficients, net_params_m
 from .table import LatencyTable
 from .timing import Protocol
+
+
+# What a validation run records about itself (beside the per-net rows), for `score`.
+RUN_KEYS = ("table", "precision", "threads", "statistic", "runs", "rounds", "cpu", "runtime_version", "drift",
+            "priority")
 
 
 def spearman(a, b) -> float:
@@ -170,6 +176,7 @@ def score(df: pd.DataFrame, cal: dict, reference, run: dict) -> ValidationReport
     """Errors and their summary from a validation's measurements (also to rescore a saved CSV
     after a change to the calibration or the speed correction, without measuring again)."""
     df = df.copy()
+    run = {k: run.get(k) for k in RUN_KEYS}
     measured = dict(zip(df["net"], df["measured_ms"]))
     speed = machine_speed(cal, reference, run.get("drift") or {}, measured)
     f = speed["factor"]
