@@ -32,7 +32,7 @@ from latency.build import build_table, describe, table_meta  # noqa: E402
 from latency.ops import enumerate_ops, get_space, reference_for, zoo_specs  # noqa: E402
 from latency.predict import MODELS, _apply, _fit, _take, calibrate  # noqa: E402
 from latency.table import LatencyTable  # noqa: E402
-from latency.timing import Protocol  # noqa: E402
+from latency.timing import DEFAULT_ROUNDS, Protocol  # noqa: E402
 from latency.validate import RUN_KEYS, _clean, plot, score, validate  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
@@ -185,8 +185,9 @@ def main() -> None:
     ap.add_argument("--spaces", nargs="+", default=["large", "small"])
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--calibrate", type=int, default=20)
-    ap.add_argument("--calibration-rounds", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--calibration-rounds", type=int, default=DEFAULT_ROUNDS)
+    ap.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    ap.add_argument("--net-runs", type=int, default=Protocol.net_runs, help="timed runs per end-to-end round")
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
@@ -201,7 +202,7 @@ def main() -> None:
     ap.add_argument("--rescore", action="store_true",
                     help="do not measure: score the saved validation CSVs again with the current code")
     args = ap.parse_args()
-    proto = Protocol(threads=args.threads, runs=args.runs, passes=args.passes)
+    proto = Protocol(threads=args.threads, runs=args.runs, passes=args.passes, net_runs=args.net_runs)
     RESULTS.mkdir(parents=True, exist_ok=True)
     random.seed(args.seed)
     summaries = [rescore_space(s, args) if args.rescore else run_space(s, args, proto) for s in args.spaces]

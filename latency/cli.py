@@ -15,6 +15,7 @@ from pathlib import Path
 from search_space.errors import UserError
 
 from .predict import MODELS
+from .timing import DEFAULT_ROUNDS
 
 DEFAULT_TABLE_RUNS = 100
 DEFAULT_CALIBRATION_NETS = 12
@@ -45,6 +46,10 @@ def _protocol_args(p: argparse.ArgumentParser, table_defaults: bool = True) -> N
     g.add_argument("--threads", type=_positive("--threads"), default=None, help="intra-op threads (default 1: one core, as the paper)")
     g.add_argument("--runs", type=_positive("--runs"), default=None, help=f"timed runs per measurement (default {DEFAULT_TABLE_RUNS})")
     g.add_argument("--warmup", type=_nonneg("--warmup"), default=None, help="untimed runs first (default 10)")
+    g.add_argument("--net-runs", type=_positive("--net-runs"), default=None,
+                   help="whole nets end to end: timed runs per round (default 5: many short rounds)")
+    g.add_argument("--net-warmup", type=_nonneg("--net-warmup"), default=None,
+                   help="whole nets: untimed runs before each round's (default 1)")
     g.add_argument("--passes", type=_positive("--passes"), default=None, help="passes over all ops; a row keeps its best (default 3)")
     g.add_argument("--statistic", choices=["min", "p10", "median", "mean"], default=None, help="statistic of the runs (default min)")
     g.add_argument("--no-pin", action="store_true", help="do not pin to one core when --threads 1")
@@ -73,8 +78,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--no-zoo", action="store_true", help="do not add the zoo nets' ops")
     b.add_argument("--calibrate", type=_nonneg("--calibrate"), default=DEFAULT_CALIBRATION_NETS, metavar="K",
                    help=f"fit the calibration on K sampled nets measured end to end (default {DEFAULT_CALIBRATION_NETS}; 0: none)")
-    b.add_argument("--calibration-rounds", type=_positive("--calibration-rounds"), default=4,
-                   help="end-to-end rounds before settling rounds (default 4, as validate)")
+    b.add_argument("--calibration-rounds", type=_positive("--calibration-rounds"), default=DEFAULT_ROUNDS,
+                   help=f"end-to-end rounds before settling rounds (default {DEFAULT_ROUNDS}, as validate)")
     b.add_argument("--calibration-model", choices=["auto", *MODELS], default="auto")
     b.add_argument("--recalibrate", action="store_true", help="measure the calibration nets again even if the table has a calibration")
     b.add_argument("--seed", type=int, default=0)
@@ -95,7 +100,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     v.add_argument("--table", required=True)
     v.add_argument("--space", default=None, help="space to sample from (default: the table's first space)")
     v.add_argument("--samples", type=_nonneg("--samples"), default=100)
-    v.add_argument("--rounds", type=_positive("--rounds"), default=4, help="interleaved rounds (default 4; even vs odd gives the noise)")
+    v.add_argument("--rounds", type=_positive("--rounds"), default=DEFAULT_ROUNDS,
+                   help=f"interleaved end-to-end rounds of --net-runs runs (default {DEFAULT_ROUNDS}; even vs odd gives the noise)")
     v.add_argument("--no-zoo", action="store_true")
     v.add_argument("--out", default="results/latency", help="folder for CSV/JSON/PNG (default results/latency)")
     v.add_argument("--seed", type=int, default=2000, help="sampling seed (calibration uses others)")
@@ -137,7 +143,8 @@ def _protocol(args, table=None, threads_default=1):
     from .timing import Protocol
 
     over = {"threads": args.threads, "runs": args.runs, "warmup": args.warmup, "passes": args.passes,
-            "statistic": args.statistic, "quiet_wait": args.quiet_wait}
+            "statistic": args.statistic, "quiet_wait": args.quiet_wait,
+            "net_runs": args.net_runs, "net_warmup": args.net_warmup}
     if args.no_pin:
         over["pin"] = False
     if args.priority:

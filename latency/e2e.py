@@ -1,14 +1,21 @@
 """End-to-end timing of whole nets, with a protocol that separates the nets from the drift.
 
 - Every net is exported once (and quantized for INT8) and gets one session.
-- Rounds: in each round every net is timed once (warm-up + runs), in a fresh random order,
-  so slow drift over minutes is spread over all nets instead of landing on a few. Then
-  settling rounds over just the nets whose two best rounds differ by more than
-  protocol.settle (slowdowns come in bursts; the floor is found when two rounds agree).
+- Rounds: in each round every net is timed once, briefly (protocol.net_warmup + net_runs,
+  default 1 + 5 runs), in a fresh random order; many rounds (default DEFAULT_ROUNDS). The
+  host's speed here changes every few seconds (other tenants of the machine): a round of
+  100 runs lands wholly inside one fast or slow spell, while many short rounds spread over
+  minutes visit many, and the best of them finds the net's floor. At the same number of
+  runs per net, 333 rounds of 5 runs repeated between two runs minutes apart within 0.9%
+  (median over 16 nets), 18 rounds of 100 runs within 3.0%
+  (experiments/latency_protocol.py, results/latency_protocol_budget2000.json).
+- Settling rounds over just the nets whose two best rounds differ by more than
+  protocol.settle, up to twice the rounds.
 - A reference net is timed at the start of each round and after every `ref_every` nets;
   its spread over the run is the drift the protocol had to beat, reported next to the error.
-- Before each round the machine is given a (capped) chance to become quiet.
-- A net's measured latency is its best round (interference only ever slows a run down).
+- Every few seconds the machine is given a (capped) chance to become quiet.
+- A net's measured latency is its best round (interference only ever slows a run down;
+  `NetTimes.summary(across=...)` gives other reductions).
 - The measurement's own run-to-run variation: the best of the even rounds against the best
   of the odd rounds, per net (two independent measurements taken in the same run).
 """
@@ -25,9 +32,20 @@ import numpy as np
 import pandas as pd
 
 from . import export as _export
-from .timing import Protocol, Timer, measuring, now_iso
+from .timing import DEFAULT_ROUNDS, Protocol, Timer, measuring, now_iso
 
 REFERENCE = "__reference__"
+QUIET_CHECK_S = 5.0  # seconds between chances for the machine to become quiet
+
+# How a net's rounds are reduced to one figure. "min" (the best round) suits long rounds on a
+# quiet machine; with many short rounds on a host whose speed changes every few seconds, a
+# low quantile or the median of the rounds repeats more tightly (experiments/latency_protocol.py).
+ACROSS = {
+    "min": "min",
+    "p25": lambda v: float(np.percentile(v, 25)),
+    "median": "median",
+    "mean": "mean",
+}
 
 
 def net_model(spec, precision: str = "float32", calib_data: np.ndarray | None = None, workdir=None) -> bytes:
@@ -49,15 +67,16 @@ class NetTimes:
     names: list[str] = field(default_factory=list)
     priority: str = "none"  # what was in effect
 
-    def summary(self) -> pd.DataFrame:
-        """One row per net: measured_ms (best round), half_a/half_b (even/odd rounds), noise."""
+    def summary(self, across: str = "min") -> pd.DataFrame:
+        """One row per net: measured_ms (the `across` statistic of its rounds), half_a/half_b
+        (the same statistic of the even and of the odd rounds), noise between the halves."""
+        stat = ACROSS[across]
         r = self.rounds
         g = r.groupby("net", sort=False)["value_ms"]
-        out = pd.DataFrame({"measured_ms": g.min(), "rounds": g.size(), "round_median_ms": g.median()})
-        even = r[r["round"] % 2 == 0].groupby("net")["value_ms"].min()
-        odd = r[r["round"] % 2 == 1].groupby("net")["value_ms"].min()
-        out["half_a_ms"] = even
-        out["half_b_ms"] = odd
+        out = pd.DataFrame({"measured_ms": g.agg(stat), "rounds": g.size(), "round_median_ms": g.median(),
+                            "round_min_ms": g.min()})
+        out["half_a_ms"] = r[r["round"] % 2 == 0].groupby("net")["value_ms"].agg(stat)
+        out["half_b_ms"] = r[r["round"] % 2 == 1].groupby("net")["value_ms"].agg(stat)
         out["noise"] = (out["half_a_ms"] - out["half_b_ms"]) / out[["half_a_ms", "half_b_ms"]].mean(axis=1)
         out["other_load"] = r.groupby("net")["other_load"].mean()
         return out.reindex(self.names)
@@ -78,17 +97,18 @@ class NetTimes:
         }
 
 
-def measure_nets(specs: Sequence, protocol: Protocol, rounds: int = 4, reference=None, ref_every: int = 10,
+def measure_nets(specs: Sequence, protocol: Protocol, rounds: int = DEFAULT_ROUNDS, reference=None, ref_every: int = 10,
                  precision: str = "float32", progress: bool = True, seed: int = 0,
                  calib_data: np.ndarray | None = None, names: Sequence[str] | None = None,
                  max_rounds: int | None = None) -> NetTimes:
-    """Time whole nets end to end under `protocol`: `rounds` interleaved rounds over all nets,
-    then settling rounds (up to `max_rounds`, default 2 x rounds) over the nets whose two
-    best rounds still differ by more than protocol.settle."""
+    """Time whole nets end to end under `protocol` (protocol.net_runs runs per round):
+    `rounds` interleaved rounds over all nets, then settling rounds (up to `max_rounds`,
+    default 2 x rounds) over the nets whose two best rounds still differ by more than
+    protocol.settle."""
     from .build import _Progress
 
     names = list(names) if names is not None else _unique_names(specs)
-    timer = Timer(protocol, max_sessions=max(len(specs) + 1, 8), seed=seed)
+    timer = Timer(protocol.for_nets(), max_sessions=max(len(specs) + 1, 8), seed=seed)
     rng = random.Random(seed)
     rows, refs = [], []
     with _Progress(progress) as bar, tempfile.TemporaryDirectory(prefix="lat-nets-") as tmp:
@@ -106,6 +126,7 @@ def measure_nets(specs: Sequence, protocol: Protocol, rounds: int = 4, reference
         total = rounds * (len(specs) + ((len(specs) - 1) // every + 1 if reference is not None else 0))
         task = bar.task("time nets", total)
         t0 = time.monotonic()
+        quiet_at = -QUIET_CHECK_S
         with measuring(protocol) as state:
             priority = state["priority"]
             for rd in range(max(rounds, max_rounds)):
@@ -118,7 +139,9 @@ def measure_nets(specs: Sequence, protocol: Protocol, rounds: int = 4, reference
                     total += len(order) + ((len(order) - 1) // every + 1 if reference is not None else 0)
                     bar.set_total(task, total)
                 rng.shuffle(order)
-                timer.wait_quiet()
+                if time.monotonic() - t0 - quiet_at >= QUIET_CHECK_S:
+                    timer.wait_quiet()
+                    quiet_at = time.monotonic() - t0
                 label = f"round {rd + 1}/{rounds}" if rd < rounds else f"settling round {rd + 1}, {len(order)} nets"
                 for i, name in enumerate(order):
                     if reference is not None and i % every == 0:

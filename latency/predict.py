@@ -38,7 +38,7 @@ from search_space.errors import UserError
 
 from .ops import net_ops
 from .table import LatencyTable
-from .timing import Protocol, now_iso
+from .timing import DEFAULT_ROUNDS, Protocol, now_iso
 
 MODELS = {"none": (), "scale": ("sum",), "affine": ("sum", "one"), "ops": ("sum", "n_ops"),
           "params": ("sum", "one", "params_m"), "ops+params": ("sum", "n_ops", "params_m")}
@@ -253,7 +253,7 @@ def protocol_of(table: LatencyTable, **overrides) -> Protocol:
     return Protocol(**kw)
 
 
-def calibrate(table: LatencyTable, specs: Sequence, protocol: Protocol | None = None, rounds: int = 4,
+def calibrate(table: LatencyTable, specs: Sequence, protocol: Protocol | None = None, rounds: int = DEFAULT_ROUNDS,
               model: str = "auto", progress: bool = True, seed: int = 0, reference=None,
               calib_data=None) -> dict:
     """Measure `specs` end to end, fit the table's calibration, store it in the table."""
@@ -278,7 +278,7 @@ def calibrate(table: LatencyTable, specs: Sequence, protocol: Protocol | None = 
                         "half_b_ms": _f(r["half_b_ms"])})
     cal = fit_calibration(records, model)
     drift = times.drift()
-    cal.update({"rounds": rounds, "fitted_at": now_iso(), "records": records, "drift": drift})
+    cal.update({"rounds": rounds, "net_runs": protocol.net_runs, "net_warmup": protocol.net_warmup, "fitted_at": now_iso(), "records": records, "drift": drift})
     if reference is not None and drift:
         # The machine's speed when the table was calibrated: validation compares against it.
         cal["reference"] = {"name": reference.name, "spec": reference.to_dict(),

@@ -30,7 +30,7 @@ import contextlib
 import os
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from search_space.errors import UserError
@@ -53,6 +53,7 @@ from .runner import (  # noqa: F401 - re-exported: the one timing implementation
 
 STATISTICS = {"min": "min_ms", "p10": "p10_ms", "median": "median_ms", "mean": "mean_ms"}
 DEFAULT_STATISTIC = "min"
+DEFAULT_ROUNDS = 100  # whole nets end to end: rounds of Protocol.net_runs runs each (see latency.e2e)
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,18 @@ class Protocol:
     priority: str = "realtime"  # measuring thread: SCHED_FIFO where permitted, else nice -20 ("nice", "none")
     settle: float = 0.01  # after `passes`, measure again what the two best passes disagree on by more ...
     max_passes: int = 0  # ... up to this many passes (0: 2 x passes); settle 0 = fixed passes
+    net_runs: int = 5  # whole nets, end to end: timed runs per round (many short rounds, see latency.e2e)
+    net_warmup: int = 1  # ... and untimed runs before them
 
     def __post_init__(self) -> None:
-        for name in ("threads", "runs", "passes"):
+        for name in ("threads", "runs", "passes", "net_runs"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise UserError(f"--{name} {v!r}: must be a positive integer")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise UserError(f"--warmup {self.warmup!r}: must be a non-negative integer")
+                raise UserError(f"--{name.replace('_', '-')} {v!r}: must be a positive integer")
+        for name in ("warmup", "net_warmup"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise UserError(f"--{name.replace('_', '-')} {v!r}: must be a non-negative integer")
         if self.statistic not in STATISTICS:
             raise UserError(f"--statistic {self.statistic!r}: expected one of {', '.join(STATISTICS)}")
         if isinstance(self.priority, bool):  # older tables stored a flag
@@ -109,6 +114,10 @@ class Protocol:
         """Does an item measured `values` (one per pass) need another pass?"""
         n = len(values)
         return n < self.passes or (n < self.pass_cap and self.unsettled(values))
+
+    def for_nets(self) -> "Protocol":
+        """The protocol of one end-to-end round of a whole net (its runs and warm-up)."""
+        return replace(self, runs=self.net_runs, warmup=self.net_warmup)
 
     @property
     def column(self) -> str:

@@ -30,7 +30,7 @@ from .e2e import measure_nets
 from .ops import net_ops
 from .predict import Predictor, apply_calibration, loo_coefficients, net_params_m
 from .table import LatencyTable
-from .timing import Protocol
+from .timing import DEFAULT_ROUNDS, Protocol
 
 
 # What a validation run records about itself (beside the per-net rows), for `score`.
@@ -129,7 +129,7 @@ class ValidationReport:
                 f"within 5% {e['within_5']:.0%}, within 10% {e['within_10']:.0%}; worst {worst} {by_net[worst]:+.1%}"]
 
 
-def validate(table: LatencyTable, specs: Sequence, sources: Sequence[str], protocol: Protocol, rounds: int = 4,
+def validate(table: LatencyTable, specs: Sequence, sources: Sequence[str], protocol: Protocol, rounds: int = DEFAULT_ROUNDS,
              reference=None, ref_every: int = 10, progress: bool = True, seed: int = 0, out_dir=None,
              prefix: str = "latency_validation", calib_data=None, measure_missing: bool = True) -> ValidationReport:
     """Measure `specs` end to end and compare with the table's predictions."""
@@ -164,7 +164,7 @@ def validate(table: LatencyTable, specs: Sequence, sources: Sequence[str], proto
         })
     run = {"table": str(table.path) if table.path else None,
            "precision": table.precision, "threads": protocol.threads, "statistic": protocol.statistic,
-           "runs": protocol.runs, "rounds": rounds, "cpu": table.meta.get("cpu"),
+           "runs": protocol.net_runs, "rounds": rounds, "cpu": table.meta.get("cpu"),
            "runtime_version": table.meta.get("runtime_version"), "drift": times.drift(), "priority": times.priority}
     report = score(pd.DataFrame(rows), cal, reference, run)
     if out_dir is not None:
@@ -217,9 +217,9 @@ def score(df: pd.DataFrame, cal: dict, reference, run: dict) -> ValidationReport
 def write_outputs(report: ValidationReport, times, out_dir: Path, prefix: str) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / f"{prefix}.csv", "json": out_dir / f"{prefix}.json", "png": out_dir / f"{prefix}.png",
-             "rounds": out_dir / f"{prefix}_rounds.csv", "reference": out_dir / f"{prefix}_reference.csv"}
+             "rounds": out_dir / f"{prefix}_rounds.parquet", "reference": out_dir / f"{prefix}_reference.csv"}
     report.nets.to_csv(paths["csv"], index=False)
-    times.rounds.to_csv(paths["rounds"], index=False)
+    times.rounds.to_parquet(paths["rounds"], index=False)  # ~100 rounds per net: too many rows for a CSV
     times.reference.to_csv(paths["reference"], index=False)
     paths["json"].write_text(json.dumps(_clean(report.summary), indent=1) + "\n")
     plot(report, paths["png"])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from search_space import ArchSpec, count, render, render_diff, zoo
+from latency.timing import DEFAULT_ROUNDS
 from search_space.errors import UserError
 from search_space.render import format_table
 
@@ -107,7 +108,7 @@ def task_spec(spec: ArchSpec, resolution: int, in_channels: int, num_classes: in
 
 
 def run_check(spec: ArchSpec, against: str, *, table=None, data=None, proxy_cfg=None, target_ms: float | None = None,
-              w: float | None = None, measure_rounds: int = 4, latency_resolution: int = 224,
+              w: float | None = None, measure_rounds: int = DEFAULT_ROUNDS, latency_resolution: int = 224,
               progress: bool = False) -> CheckReport:
     """Compare `spec` with a paper net. Without `table` no latency; without `data` no accuracy."""
     if against not in CHECK_AGAINST:

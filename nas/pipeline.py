@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from latency.timing import DEFAULT_ROUNDS
 from search_space import ArchSpec
 from search_space.errors import UserError
 
@@ -47,7 +48,7 @@ class PipelineConfig:
     long_steps: int = 500
     init_steps: int = 500
     check_steps: int = 500  # proxy steps for the final comparison (both nets)
-    measure_rounds: int = 4
+    measure_rounds: int = DEFAULT_ROUNDS  # end-to-end rounds (of a few runs each) in the final check
     data: str | None = None
     table: str | None = None
     seed: int = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from latency.timing import DEFAULT_ROUNDS
 from search_space.errors import UserError
 
 from .search_cli import _int
@@ -55,7 +56,8 @@ def register(sub) -> None:
     c.add_argument("--proxy-resolution", type=_int("--proxy-resolution", 8), default=32)
     c.add_argument("--max-train-images", type=_int("--max-train-images", 1), default=None)
     c.add_argument("--target-ms", type=float, default=None, help="reward target (default: the paper net's latency)")
-    c.add_argument("--rounds", type=_int("--rounds", 0), default=4, help="end-to-end timing rounds (0: skip)")
+    c.add_argument("--rounds", type=_int("--rounds", 0), default=DEFAULT_ROUNDS,
+                   help=f"end-to-end timing rounds of a few runs each (default {DEFAULT_ROUNDS}; 0: skip)")
     c.add_argument("--no-latency", action="store_true", help="skip latency (no table needed)")
     c.add_argument("--no-accuracy", action="store_true", help="skip proxy training")
     c.add_argument("--out", default=None, help="also write check.md and check.json here")

@@ -359,7 +359,7 @@ def test_validate_reports_errors_noise_and_writes_files(small_table, tmp_path):
     assert s["error"]["median_abs"] >= 0 and math.isfinite(s["noise"]["median_abs"])
     assert -1 <= s["spearman"] <= 1 and s["drift"]["reference_samples"] >= 2
     assert (rep.nets["measured_ms"] > 0).all() and (rep.nets["predicted_ms"] > 0).all()
-    for suffix in (".csv", ".json", ".png", "_rounds.csv"):
+    for suffix in (".csv", ".json", ".png", "_rounds.parquet"):
         assert (tmp_path / "out" / f"latency_validation{suffix}").stat().st_size > 0
     assert len(rep.lines()) == 4
 
@@ -409,3 +409,28 @@ def test_settling_passes_measure_only_what_disagrees(tmp_path, monkeypatch):
     assert table.passes(ops[0].key) == 3 and table.passes(ops[1].key) == 2 and rep.measured == 5
     assert table.ms(ops[0].key) == 1.0 and table.ms(ops[1].key) == 2.0
     assert build_table(ops, table, proto, progress=False).measured == 0
+
+
+def test_nets_are_timed_in_short_rounds_and_reduced_across_rounds():
+    from latency.e2e import NetTimes, measure_nets
+
+    # end-to-end rounds use net_runs, not the ops' runs: with one run per round min == median
+    times = measure_nets([small()], dataclasses.replace(FAST, runs=7, net_runs=1, net_warmup=0), rounds=3,
+                         progress=False)
+    assert len(times.rounds) == 3 and (times.rounds["min_ms"] == times.rounds["median_ms"]).all()
+
+    rounds = pd.DataFrame({"net": "a", "round": range(6), "value_ms": [1.0, 2, 3, 4, 5, 6], "other_load": 0.0})
+    t = NetTimes(rounds, pd.DataFrame(), FAST, ["a"])
+    expect = {"min": (1, 1, 2), "median": (3.5, 3, 4), "p25": (2.25, 2, 3), "mean": (3.5, 3, 4)}
+    for across, (measured, even, odd) in expect.items():
+        row = t.summary(across).loc["a"]
+        assert (row["measured_ms"], row["half_a_ms"], row["half_b_ms"]) == pytest.approx((measured, even, odd))
+        assert row["round_min_ms"] == 1 and row["rounds"] == 6
+    with pytest.raises(KeyError):
+        t.summary("max")
+
+
+@pytest.mark.parametrize("field, value, flag", [("net_runs", 0, "--net-runs"), ("net_warmup", -1, "--net-warmup")])
+def test_protocol_rejects_bad_net_rounds(field, value, flag):
+    with pytest.raises(UserError, match=flag):
+        Protocol(**{field: value})
