@@ -89,6 +89,7 @@ def error_summary(err: np.ndarray) -> dict:
         "p90_abs": float(np.percentile(a, 90)),
         "max_abs": float(a.max()),
         "mean_signed": float(np.mean(np.asarray(err, float)[np.isfinite(err)])),
+        "n": int(a.size),
         "within_5": float(np.mean(a <= 0.05)),
         "within_10": float(np.mean(a <= 0.10)),
     }
@@ -125,8 +126,12 @@ class ValidationReport:
         if not e:
             return []
         worst = max(by_net, key=lambda k: abs(by_net[k]))
+        z = self.summary.get("error_zoo_loo") or {}
+        zoo = (f" (zoo nets: within 5% {z['within_5']:.0%}, within 10% {z['within_10']:.0%})"
+               if z and len(by_net) > z.get("n", 0) else "")
         return [f"calibration nets ({len(by_net)}), each predicted by a fit without it: median {e['median_abs']:.1%}, "
-                f"within 5% {e['within_5']:.0%}, within 10% {e['within_10']:.0%}; worst {worst} {by_net[worst]:+.1%}"]
+                f"within 5% {e['within_5']:.0%}, within 10% {e['within_10']:.0%}; worst {worst} {by_net[worst]:+.1%}"
+                + zoo]
 
 
 def validate(table: LatencyTable, specs: Sequence, sources: Sequence[str], protocol: Protocol, rounds: int = DEFAULT_ROUNDS,
@@ -202,6 +207,7 @@ def score(df: pd.DataFrame, cal: dict, reference, run: dict) -> ValidationReport
         "error_calibration_nets_loo": error_summary(calib["loo_error"].dropna()),
         "error_calibration_nets_loo_by_net": {r.net: float(r.loo_error) for r in calib.itertuples()
                                               if math.isfinite(r.loo_error)},
+        "error_zoo_loo": error_summary(calib.loc[calib["source"] == "zoo", "loo_error"].dropna()),
         "spearman": spearman(held["predicted_ms"], held["measured_ms"]),
         "spearman_raw_sum": spearman(held["raw_sum_ms"], held["measured_ms"]),
         "raw_sum_ratio_median": float(np.median(held["raw_sum_ms"] / held["measured_ms"])),
