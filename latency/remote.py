@@ -114,7 +114,7 @@ def import_csv(csv_path: str | Path, manifest: str | Path, out: str | Path | Non
         "threads": _int(rmeta.get("threads", df["threads"].iloc[0])),
         "runs": _int(rmeta.get("runs", df["runs"].iloc[0])),
         "warmup": _int(rmeta.get("warmup", df["warmup"].iloc[0])),
-        "passes": _int(rmeta.get("passes", df["pass"].astype(int).max() + 1)),
+        "passes": _int(rmeta.get("passes", _op_passes(df, entries))),
         "pin": rmeta.get("pinned_core") is not None, "priority": rmeta.get("priority"), "runtime": rmeta.get("runtime", "onnxruntime"),
         "runtime_version": rmeta.get("runtime_version"), "cpu": rmeta.get("cpu"),
         "cpu_count": rmeta.get("cpu_count"), "hostname": rmeta.get("hostname"), "platform": rmeta.get("platform"),
@@ -153,11 +153,19 @@ def import_csv(csv_path: str | Path, manifest: str | Path, out: str | Path | Non
                             "half_b_ms": float(np.min(per_pass[1::2])) if len(per_pass) > 1 else None})
         if records:
             cal = fit_calibration(records, calibration_model)
-            cal.update({"rounds": meta["passes"], "fitted_at": now_iso(), "records": records, "drift": {}})
+            cal.update({"rounds": int(max(len(p) for _, _, p in nets)), "net_runs": _int(rmeta.get("net_runs")),
+                        "net_warmup": _int(rmeta.get("net_warmup")), "fitted_at": now_iso(), "records": records,
+                        "drift": {}})
             table.meta["calibration"] = cal
     if out:
         table.save(out)
     return table
+
+
+def _op_passes(df, entries) -> int:
+    """Passes over the ops (whole nets have rounds of their own) when the runner's sidecar is lost."""
+    ops = df[[entries[k].get("kind") != "net" for k in df["key"]]]
+    return int(ops["pass"].astype(int).max() + 1) if len(ops) else 0
 
 
 def _int(x):

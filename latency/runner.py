@@ -10,8 +10,12 @@ It reads DIR/manifest.json, times every op `--passes` times (pass after pass ove
 in a fresh random order, so that slow drift of the machine hits every op alike; the table
 keeps the best pass), then times again the ops whose two best passes still differ by more
 than `--settle` (up to `--max-passes`), and appends one CSV row per op and pass as soon as
-it is measured. Running it again skips what the CSV already holds, so an interrupted run
-loses nothing. Bring the CSV back and turn it into a table with `nas latency import`.
+it is measured. Whole calibration nets in the folder (kind "net") are timed afterwards the
+way `nas latency validate` times nets here: `--net-rounds` short interleaved rounds of
+`--net-runs` runs each (best round kept), because a host's speed changes every few seconds
+and many short rounds find a net's floor where a few long ones land in one slow spell.
+Running it again skips what the CSV already holds, so an interrupted run loses nothing.
+Bring the CSV back and turn it into a table with `nas latency import`.
 With one thread it pins itself to one core and, where permitted, runs at real-time
 priority (see raise_priority).
 
@@ -396,17 +400,20 @@ def _fmt_eta(seconds: float) -> str:
 def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int = 10,
                passes: int = 3, pin: bool | None = None, quiet_load: float = 0.15,
                quiet_wait: float = 10.0, limit: int | None = None, progress: bool = True,
-               seed: int = 0, priority: str = "realtime", settle: float = 0.01, max_passes: int = 0) -> Path:
+               seed: int = 0, priority: str = "realtime", settle: float = 0.01, max_passes: int = 0,
+               net_runs: int = 5, net_warmup: int = 1, net_rounds: int = 100) -> Path:
     """Time every op of an exported folder; append rows to `out` (default DIR/table.csv).
 
     `passes` passes over all ops (a fresh random order each), then settling passes over the
     ops whose two best passes (by min_ms) differ by more than `settle`, up to `max_passes`
-    (0: 2 x passes). Rows already in `out` count: a second run measures only what is missing."""
+    (0: 2 x passes). Then the whole nets, if any: `net_rounds` rounds of `net_runs` runs
+    (one CSV row per net and round, `pass` = the round). Rows already in `out` count: a
+    second run measures only what is missing."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     out = Path(out) if out else folder / "table.csv"
     meta_path = Path(str(out) + ".meta.json")
-    protocol = {"threads": threads, "runs": runs, "warmup": warmup}
+    protocol = {"threads": threads, "runs": runs, "warmup": warmup, "net_runs": net_runs, "net_warmup": net_warmup}
     if meta_path.exists() and out.exists():
         try:
             old = json.loads(meta_path.read_text())
@@ -431,6 +438,7 @@ def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int 
         "passes": passes,
         "settle": settle,
         "max_passes": cap,
+        "net_rounds": net_rounds,
         "pinned_core": core,
         "priority": prio,
         "precision": manifest.get("precision", "float32"),
@@ -441,8 +449,10 @@ def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int 
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, meta_path)
 
-    ops = manifest["ops"][: limit if limit else None]
-    values: dict[str, list[float]] = {op["key"]: [] for op in ops}
+    entries = manifest["ops"][: limit if limit else None]
+    ops = [e for e in entries if e.get("kind") != "net"]
+    nets = [e for e in entries if e.get("kind") == "net"]
+    values: dict[str, list[float]] = {e["key"]: [] for e in entries}
     for (key, _p), row in done.items():
         if key in values:
             try:
@@ -485,16 +495,58 @@ def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int 
                     count += 1
                     if progress and (i == len(todo) - 1 or i % 10 == 0):
                         el = time.monotonic() - t_start
-                        left = sum(max(0, passes - len(v)) for v in values.values())
+                        left = sum(max(0, passes - len(values[o["key"]])) for o in ops)
                         eta = el / count * left if count else 0.0
                         kind = f"pass {p + 1}/{passes}" if p < passes else f"settling pass {p + 1}"
                         print(f"\r{kind}: {i + 1}/{len(todo)} ops, elapsed {_fmt_eta(el)}, eta {_fmt_eta(eta)}   ",
                               end="", file=sys.stderr, flush=True)
                 if progress:
                     print(file=sys.stderr)
+            count += _time_nets(folder, nets, values, writer, fh, threads, net_runs, net_warmup, net_rounds, seed,
+                                rng, quiet_load, quiet_wait, progress)
     finally:
         restore_priority(token)
     return out
+
+
+def _time_nets(folder: Path, nets: list, values: dict, writer, fh, threads: int, runs: int, warmup: int,
+               rounds: int, seed: int, rng, quiet_load: float, quiet_wait: float, progress: bool) -> int:
+    """Whole nets: `rounds` short interleaved rounds, one session per net kept for all of them."""
+    todo_rounds = [r for r in range(rounds) if any(len(values[n["key"]]) <= r for n in nets)]
+    if not todo_rounds:
+        return 0
+    sessions = {}
+    for n in nets:
+        path = folder / n["file"]
+        if not path.exists():
+            raise RunnerError(f"{path}: net file named in the manifest is missing (key {n['key']})")
+        sess = make_session(path, threads)
+        shapes = {x["name"]: x["shape"] for x in n.get("inputs", []) if "name" in x and "shape" in x}
+        sessions[n["key"]] = (sess, random_feeds(sess, seed, shapes))
+    count, t0, quiet_at = 0, time.monotonic(), float("-inf")
+    for r in todo_rounds:
+        todo = [n for n in nets if len(values[n["key"]]) <= r]
+        rng.shuffle(todo)
+        if quiet_wait > 0 and time.monotonic() - quiet_at >= 5.0:
+            wait_quiet(quiet_load, quiet_wait)
+            quiet_at = time.monotonic()
+        for n in todo:
+            sess, feeds = sessions[n["key"]]
+            meter = LoadMeter()
+            stats = time_session(sess, feeds, runs, warmup)
+            load = meter.read()
+            writer.writerow({"key": n["key"], "pass": r, **{k: f"{stats[k]:.6f}" for k in STAT_NAMES},
+                             "runs": stats["runs"], "warmup": warmup, "threads": threads,
+                             "other_load": f"{load:.3f}", "measured_at": _now()})
+            values[n["key"]].append(stats["min_ms"])
+            count += 1
+        fh.flush()
+        if progress and (r == todo_rounds[-1] or r % 10 == 0):
+            print(f"\rnets: round {r + 1}/{rounds}, elapsed {_fmt_eta(time.monotonic() - t0)}   ",
+                  end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    return count
 
 
 def _time_entry(folder: Path, op: dict, threads: int, runs: int, warmup: int, seed: int):
@@ -523,6 +575,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle", type=float, default=0.01,
                     help="then measure again ops whose two best passes differ by more than this (default 0.01; 0: off)")
     ap.add_argument("--max-passes", type=int, default=0, help="most passes per op with settling (default 2 x --passes)")
+    ap.add_argument("--net-runs", type=int, default=5, help="whole calibration nets: timed runs per round (default 5)")
+    ap.add_argument("--net-warmup", type=int, default=1, help="whole nets: untimed runs before each round's (default 1)")
+    ap.add_argument("--net-rounds", type=int, default=100, help="whole nets: short interleaved rounds (default 100)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to one core when --threads 1")
     ap.add_argument("--priority", choices=PRIORITIES, default="realtime",
                     help="measuring thread's scheduling: realtime (SCHED_FIFO where permitted, else nice -20; default), nice, none")
@@ -533,18 +588,20 @@ def main(argv: list[str] | None = None) -> int:
     if ort is None:
         print("runner.py: onnxruntime is not installed (pip install onnxruntime numpy)", file=sys.stderr)
         return 2
-    for name in ("threads", "runs", "passes"):
+    for name in ("threads", "runs", "passes", "net_runs", "net_rounds"):
         if getattr(args, name) < 1:
-            print(f"runner.py: --{name} {getattr(args, name)}: must be at least 1", file=sys.stderr)
+            print(f"runner.py: --{name.replace('_', '-')} {getattr(args, name)}: must be at least 1", file=sys.stderr)
             return 2
-    if args.warmup < 0:
-        print(f"runner.py: --warmup {args.warmup}: must be >= 0", file=sys.stderr)
-        return 2
+    for name in ("warmup", "net_warmup"):
+        if getattr(args, name) < 0:
+            print(f"runner.py: --{name.replace('_', '-')} {getattr(args, name)}: must be >= 0", file=sys.stderr)
+            return 2
     try:
         out = run_folder(args.folder, args.out, args.threads, args.runs, args.warmup, args.passes,
                          pin=False if args.no_pin else None, quiet_load=args.quiet_load,
                          quiet_wait=args.quiet_wait, limit=args.limit, priority=args.priority,
-                         settle=args.settle, max_passes=args.max_passes)
+                         settle=args.settle, max_passes=args.max_passes, net_runs=args.net_runs,
+                         net_warmup=args.net_warmup, net_rounds=args.net_rounds)
     except RunnerError as exc:
         print(f"runner.py: {exc}", file=sys.stderr)
         return 2

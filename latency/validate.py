@@ -1,9 +1,9 @@
 """How well does a table predict end-to-end latency? Sample nets, measure them, compare.
 
-Protocol (see latency.e2e): every net is exported and timed end to end in `rounds`
-interleaved rounds (fresh random order per round), then settling rounds for the nets whose
-two best rounds still disagree; a reference net is timed every `ref_every` nets; a net's
-measured latency is its best round. The measuring thread is pinned to one core at
+Protocol (see latency.e2e): every net is exported and timed end to end in `rounds` short
+interleaved rounds (a few runs each, fresh random order per round), then settling rounds for
+the nets whose two best rounds still disagree; a reference net is timed every `ref_every`
+nets; a net's measured latency is its best round. The measuring thread is pinned to one core at
 real-time priority where permitted. The machine's speed now relative to calibration time
 (see `machine_speed`: the calibration nets measured again, else the reference net) scales
 the predictions before comparing (the uncorrected error is reported too). Calibration nets

@@ -70,7 +70,8 @@ def test_runner_in_minimal_venv_then_import(tmp_path, minimal_python):
     assert (folder / "runner.py").read_text() == RUNNER.read_text()
     out = tmp_path / "device.csv"
     base = [str(minimal_python), "runner.py", str(folder), "--out", str(out), "--runs", "3", "--warmup", "1",
-            "--passes", "2", "--quiet-wait", "0", "--priority", "none", "--settle", "0"]
+            "--passes", "2", "--quiet-wait", "0", "--priority", "none", "--settle", "0",
+            "--net-rounds", "4", "--net-runs", "2"]
     # A first, partial run (as if interrupted), then the full run: only the rest is measured.
     r = subprocess.run(base + ["--limit", "3"], cwd=folder, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -78,9 +79,11 @@ def test_runner_in_minimal_venv_then_import(tmp_path, minimal_python):
     r = subprocess.run(base, cwd=folder, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     rows = _read(out)
-    n = len(ops) + 1  # the ops and the calibration net
-    assert len(rows) == n * 2
-    assert len({(x["key"], x["pass"]) for x in rows}) == n * 2
+    # the ops in passes, then the calibration net in its own short rounds
+    net_rows = [x for x in rows if x["key"].startswith("net:")]
+    assert len(rows) == len(ops) * 2 + 4 and len(net_rows) == 4
+    assert sorted(int(x["pass"]) for x in net_rows) == [0, 1, 2, 3] and {x["runs"] for x in net_rows} == {"2"}
+    assert len({(x["key"], x["pass"]) for x in rows}) == len(rows)
     assert list(rows[0]) == CSV_COLUMNS
     for x in rows:
         assert float(x["min_ms"]) > 0 and math.isfinite(float(x["median_ms"]))
@@ -96,6 +99,9 @@ def test_runner_in_minimal_venv_then_import(tmp_path, minimal_python):
     assert all(back.passes(o.key) == 2 and back.ms(o.key) > 0 for o in ops)
     cal = back.calibration
     assert cal and cal["nets"] == 1 and cal["records"][0]["measured_ms"] > 0
+    assert cal["rounds"] == 4 and cal["net_runs"] == 2
+    net = [x for x in rows if x["key"].startswith("net:")]
+    assert cal["records"][0]["measured_ms"] == pytest.approx(min(float(x["min_ms"]) for x in net), rel=1e-5)
 
 
 def test_import_rejects_foreign_csv(tmp_path):
@@ -154,3 +160,11 @@ def test_cli_export_ops_runner_import(tmp_path, capsys):
     out = capsys.readouterr().out
     assert '"predicted_ms"' in out
     assert cli_main(["import", str(spec_file), "--manifest", str(folder), "--out", str(tmp_path / "x.parquet")]) == 2
+
+
+@pytest.mark.parametrize("flag, value", [("--net-runs", "0"), ("--net-rounds", "0"), ("--net-warmup", "-1")])
+def test_runner_rejects_bad_net_rounds(tmp_path, capsys, flag, value):
+    from latency import runner
+
+    assert runner.main([str(tmp_path), flag, value]) == 2
+    assert flag in capsys.readouterr().err
