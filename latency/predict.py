@@ -282,7 +282,8 @@ def calibrate(table: LatencyTable, specs: Sequence, protocol: Protocol | None = 
     if reference is not None and drift:
         # The machine's speed when the table was calibrated: validation compares against it.
         cal["reference"] = {"name": reference.name, "spec": reference.to_dict(),
-                            "median_ms": drift["reference_median_ms"], "samples": drift["reference_samples"]}
+                            "median_ms": drift["reference_median_ms"], "best_ms": drift["reference_min_ms"],
+                            "samples": drift["reference_samples"]}
     table.meta["calibration"] = cal
     if table.path is not None:
         table.save()

@@ -49,7 +49,8 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def machine_speed(cal: dict, reference, drift_now: dict, measured_now: dict[str, float] | None = None) -> dict:
+def machine_speed(cal: dict, reference, drift_now: dict, measured_now: dict[str, float] | None = None,
+                  net_runs: int | None = None) -> dict:
     """How fast the machine runs now relative to when the table was calibrated. Predictions
     are scaled by this factor before they are compared, so the error reported is the
     table's, not the drift's.
@@ -58,7 +59,14 @@ def machine_speed(cal: dict, reference, drift_now: dict, measured_now: dict[str,
     with the zoo's nets as calibration anchors, 11 nets). Fallback: the reference net (median
     of its measurements then and now). One net is a noisy speed gauge here: in a validation
     run on the `large` space the reference net said 0.2% slower while the calibration nets
-    said 2.2% slower, and scaling by the latter removed a -3% offset from every error."""
+    said 2.2% slower, and scaling by the latter removed a -3% offset from every error.
+
+    Only nets timed the same way compare: a calibration measured with other end-to-end rounds
+    (`net_runs`; none recorded = the earlier few long rounds) gives no correction."""
+    if net_runs is not None and (cal or {}).get("records") and (cal or {}).get("net_runs") != net_runs:
+        return {"factor": 1.0, "corrected": False,
+                "why": f"calibrated with other end-to-end rounds ({(cal or {}).get('net_runs') or 'long'} runs per round, "
+                       f"validated with {net_runs})"}
     ref = (cal or {}).get("reference")
     now = (drift_now or {}).get("reference_median_ms")
     ref_factor = None
@@ -112,7 +120,7 @@ class ValidationReport:
             f"within 5% {e['within_5']:.0%}, within 10% {e['within_10']:.0%}, Spearman {s['spearman']:.3f}"
             + (f" (machine speed vs calibration {sp['factor']:.3f} from the {sp.get('method', 'reference net')}; uncorrected: median "
                f"{u['median_abs']:.1%}, within 5% {u['within_5']:.0%}, within 10% {u['within_10']:.0%})"
-               if sp["corrected"] else " (no speed correction)"),
+               if sp["corrected"] else f" (no speed correction: {sp.get('why', '')})"),
             f"error (plain sum):  median {raw['median_abs']:.1%}, p90 {raw['p90_abs']:.1%}, "
             f"within 10% {raw['within_10']:.0%}, sum/measured median {s['raw_sum_ratio_median']:.3f}",
             f"measurement noise (even vs odd rounds): median {noise['median_abs']:.1%}, p90 {noise['p90_abs']:.1%}; "
@@ -183,7 +191,7 @@ def score(df: pd.DataFrame, cal: dict, reference, run: dict) -> ValidationReport
     df = df.copy()
     run = {k: run.get(k) for k in RUN_KEYS}
     measured = dict(zip(df["net"], df["measured_ms"]))
-    speed = machine_speed(cal, reference, run.get("drift") or {}, measured)
+    speed = machine_speed(cal, reference, run.get("drift") or {}, measured, run.get("runs"))
     f = speed["factor"]
     df["error"] = df["predicted_ms"] * f / df["measured_ms"] - 1.0
     df["error_uncorrected"] = df["predicted_ms"] / df["measured_ms"] - 1.0

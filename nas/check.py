@@ -93,10 +93,21 @@ def latency_notes(nets: list[NetFigures], paper_spec: ArchSpec, calibration: dic
     if all(v for v in (ours.predicted_ms, ours.measured_ms, paper.predicted_ms, paper.measured_ms)):
         out.append(f"latency of {ours.name} relative to {paper.name}: predicted {ours.predicted_ms / paper.predicted_ms:.3f}, "
                    f"measured {ours.measured_ms / paper.measured_ms:.3f} (both measured in the same run)")
-    ref = (calibration or {}).get("reference") or {}
-    if paper.measured_ms and ref.get("median_ms") and ref.get("spec") == paper_spec.to_dict():
-        factor = paper.measured_ms / ref["median_ms"]
-        out.append(f"{paper.name} measured {paper.measured_ms:.3f} ms now against {ref['median_ms']:.3f} ms when the "
+    cal = calibration or {}
+    ref = cal.get("reference") or {}
+    if not paper.measured_ms or ref.get("spec") != paper_spec.to_dict():
+        return out
+    if cal.get("net_runs") is None:
+        # Before short rounds a net's time was its best of a few long rounds, a number the
+        # best of many short rounds is not comparable with.
+        out.append("the table was calibrated with the earlier end-to-end protocol (a few long rounds): "
+                   "the machine's speed now is not compared with then")
+        return out
+    # Like with like: the reference's best round then against the paper net's best round now.
+    then = ref.get("best_ms") or (cal.get("drift") or {}).get("reference_min_ms")
+    if then:
+        factor = paper.measured_ms / then
+        out.append(f"{paper.name} measured {paper.measured_ms:.3f} ms now against {then:.3f} ms when the "
                    f"table was calibrated: the machine runs {abs(factor - 1):.0%} {'slower' if factor >= 1 else 'faster'} "
                    "than then, which moves every measured figure alike")
     return out

@@ -434,3 +434,16 @@ def test_nets_are_timed_in_short_rounds_and_reduced_across_rounds():
 def test_protocol_rejects_bad_net_rounds(field, value, flag):
     with pytest.raises(UserError, match=flag):
         Protocol(**{field: value})
+
+
+def test_machine_speed_compares_only_nets_timed_alike():
+    from latency.validate import machine_speed
+
+    recs = [{"name": f"n{i}", "measured_ms": 1.0 + i} for i in range(4)]
+    now = {f"n{i}": 1.1 * (1.0 + i) for i in range(4)}
+    cal = {"records": recs, "net_runs": 5}
+    speed = machine_speed(cal, None, {}, now, net_runs=5)
+    assert speed["corrected"] and speed["factor"] == pytest.approx(1.1) and speed["nets"] == 4
+    for other in ({"records": recs}, {"records": recs, "net_runs": 100}):  # long rounds then, short now
+        speed = machine_speed(other, None, {}, now, net_runs=5)
+        assert not speed["corrected"] and speed["factor"] == 1.0 and "other end-to-end rounds" in speed["why"]
