@@ -426,6 +426,13 @@ def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int 
                     f"or write to another --out"
                 )
     done = read_done(out)
+    net_keys = {e["key"] for e in manifest["ops"] if e.get("kind") == "net"}
+    for (key, _p), row in done.items():
+        # Also without the sidecar (or from a runner that timed nets in long passes): rounds of
+        # another length must not be mixed into one net's best round.
+        if key in net_keys and str(row.get("runs")) != str(net_runs):
+            raise RunnerError(f"{out}: holds {key} timed with {row.get('runs')} runs per round, not --net-runs "
+                              f"{net_runs}; pass --net-runs {row.get('runs')} or write to another --out")
     cap = passes if settle <= 0 else max(passes, max_passes or 2 * passes)
     if pin is None:
         pin = threads == 1

@@ -154,6 +154,11 @@ def test_cli_export_ops_runner_import(tmp_path, capsys):
     csv_path = tmp_path / "dev.csv"
     assert runner.main([str(folder), "--out", str(csv_path), "--runs", "2", "--warmup", "0", "--passes", "1",
                         "--settle", "0", "--priority", "none", "--no-pin", "--quiet-wait", "0"]) == 0
+    # net rows of other rounds are not mixed in, even without the sidecar (an older runner's CSV)
+    Path(str(csv_path) + ".meta.json").unlink()
+    assert runner.main([str(folder), "--out", str(csv_path), "--runs", "2", "--warmup", "0", "--passes", "1",
+                        "--settle", "0", "--priority", "none", "--no-pin", "--net-runs", "3"]) == 2
+    assert "--net-runs" in capsys.readouterr().err
     table_path = tmp_path / "dev.parquet"
     assert cli_main(["import", str(csv_path), "--manifest", str(folder), "--out", str(table_path)]) == 0
     assert cli_main(["predict", str(spec_file), "--table", str(table_path), "--json"]) == 0
