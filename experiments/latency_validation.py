@@ -4,7 +4,8 @@ For each space: build (or reuse) the table of every distinct op of the space and
 fit its calibration on K sampled nets plus the zoo's nets (anchors outside the space)
 measured end to end, then validate on N other sampled nets, held out, and on the zoo nets
 measured again, each predicted by the calibration refitted without it (leave-one-out);
-interleaved rounds, a reference net, even-vs-odd-round noise. From the validation measurements it also draws the calibration learning curve
+interleaved rounds, a reference net, even-vs-odd-round noise. From the validation
+measurements it also draws the calibration learning curve
 (error on held-out nets vs number of calibration nets, per calibration model), which is
 how the default model and K were chosen.
 

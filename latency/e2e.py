@@ -32,14 +32,13 @@ import numpy as np
 import pandas as pd
 
 from . import export as _export
-from .timing import DEFAULT_ROUNDS, Protocol, Timer, measuring, now_iso
+from .timing import DEFAULT_ROUNDS, QUIET_CHECK_S, Protocol, Timer, measuring, now_iso
 
 REFERENCE = "__reference__"
-QUIET_CHECK_S = 5.0  # seconds between chances for the machine to become quiet
 
-# How a net's rounds are reduced to one figure. "min" (the best round) suits long rounds on a
-# quiet machine; with many short rounds on a host whose speed changes every few seconds, a
-# low quantile or the median of the rounds repeats more tightly (experiments/latency_protocol.py).
+# How a net's rounds are reduced to one figure. The default, "min" (the best round), repeated
+# best between runs minutes apart; the median or mean of many short rounds agrees more tightly
+# within one run but follows the host's load from run to run (experiments/latency_protocol.py).
 ACROSS = {
     "min": "min",
     "p25": lambda v: float(np.percentile(v, 25)),
@@ -126,7 +125,7 @@ def measure_nets(specs: Sequence, protocol: Protocol, rounds: int = DEFAULT_ROUN
         total = rounds * (len(specs) + ((len(specs) - 1) // every + 1 if reference is not None else 0))
         task = bar.task("time nets", total)
         t0 = time.monotonic()
-        quiet_at = -QUIET_CHECK_S
+        quiet_at = float("-inf")
         with measuring(protocol) as state:
             priority = state["priority"]
             for rd in range(max(rounds, max_rounds)):
@@ -139,9 +138,9 @@ def measure_nets(specs: Sequence, protocol: Protocol, rounds: int = DEFAULT_ROUN
                     total += len(order) + ((len(order) - 1) // every + 1 if reference is not None else 0)
                     bar.set_total(task, total)
                 rng.shuffle(order)
-                if time.monotonic() - t0 - quiet_at >= QUIET_CHECK_S:
+                if time.monotonic() - quiet_at >= QUIET_CHECK_S:
                     timer.wait_quiet()
-                    quiet_at = time.monotonic() - t0
+                    quiet_at = time.monotonic()
                 label = f"round {rd + 1}/{rounds}" if rd < rounds else f"settling round {rd + 1}, {len(order)} nets"
                 for i, name in enumerate(order):
                     if reference is not None and i % every == 0:

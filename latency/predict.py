@@ -278,7 +278,8 @@ def calibrate(table: LatencyTable, specs: Sequence, protocol: Protocol | None = 
                         "half_b_ms": _f(r["half_b_ms"])})
     cal = fit_calibration(records, model)
     drift = times.drift()
-    cal.update({"rounds": rounds, "net_runs": protocol.net_runs, "net_warmup": protocol.net_warmup, "fitted_at": now_iso(), "records": records, "drift": drift})
+    cal.update({"rounds": rounds, "net_runs": protocol.net_runs, "net_warmup": protocol.net_warmup,
+                "fitted_at": now_iso(), "records": records, "drift": drift})
     if reference is not None and drift:
         # The machine's speed when the table was calibrated: validation compares against it.
         cal["reference"] = {"name": reference.name, "spec": reference.to_dict(),

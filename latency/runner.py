@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - reported by main()
 
 RUNNER_VERSION = 1
 MANIFEST_SCHEMA = "mnv3-nas/latency-ops"
+QUIET_CHECK_S = 5.0  # whole nets: seconds between chances for the machine to become quiet
 CSV_COLUMNS = [
     "key", "pass", "min_ms", "p10_ms", "median_ms", "mean_ms", "std_ms",
     "runs", "warmup", "threads", "other_load", "measured_at",
@@ -522,19 +523,12 @@ def _time_nets(folder: Path, nets: list, values: dict, writer, fh, threads: int,
     todo_rounds = [r for r in range(rounds) if any(len(values[n["key"]]) <= r for n in nets)]
     if not todo_rounds:
         return 0
-    sessions = {}
-    for n in nets:
-        path = folder / n["file"]
-        if not path.exists():
-            raise RunnerError(f"{path}: net file named in the manifest is missing (key {n['key']})")
-        sess = make_session(path, threads)
-        shapes = {x["name"]: x["shape"] for x in n.get("inputs", []) if "name" in x and "shape" in x}
-        sessions[n["key"]] = (sess, random_feeds(sess, seed, shapes))
+    sessions = {n["key"]: _open_entry(folder, n, threads, seed) for n in nets}
     count, t0, quiet_at = 0, time.monotonic(), float("-inf")
     for r in todo_rounds:
         todo = [n for n in nets if len(values[n["key"]]) <= r]
         rng.shuffle(todo)
-        if quiet_wait > 0 and time.monotonic() - quiet_at >= 5.0:
+        if quiet_wait > 0 and time.monotonic() - quiet_at >= QUIET_CHECK_S:
             wait_quiet(quiet_load, quiet_wait)
             quiet_at = time.monotonic()
         for n in todo:
@@ -556,13 +550,18 @@ def _time_nets(folder: Path, nets: list, values: dict, writer, fh, threads: int,
     return count
 
 
-def _time_entry(folder: Path, op: dict, threads: int, runs: int, warmup: int, seed: int):
-    path = folder / op["file"]
+def _open_entry(folder: Path, entry: dict, threads: int, seed: int):
+    """A session for a manifest entry (op or net) and random inputs of its shapes."""
+    path = folder / entry["file"]
     if not path.exists():
-        raise RunnerError(f"{path}: op file named in the manifest is missing (key {op['key']})")
+        raise RunnerError(f"{path}: {entry.get('kind', 'op')} file named in the manifest is missing (key {entry['key']})")
     sess = make_session(path, threads)
-    shapes = {x["name"]: x["shape"] for x in op.get("inputs", []) if "name" in x and "shape" in x}
-    feeds = random_feeds(sess, seed, shapes)
+    shapes = {x["name"]: x["shape"] for x in entry.get("inputs", []) if "name" in x and "shape" in x}
+    return sess, random_feeds(sess, seed, shapes)
+
+
+def _time_entry(folder: Path, op: dict, threads: int, runs: int, warmup: int, seed: int):
+    sess, feeds = _open_entry(folder, op, threads, seed)
     meter = LoadMeter()
     stats = time_session(sess, feeds, runs, warmup)
     return stats, meter.read()

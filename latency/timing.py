@@ -37,6 +37,7 @@ from search_space.errors import UserError
 
 from .runner import (  # noqa: F401 - re-exported: the one timing implementation
     PRIORITIES,
+    QUIET_CHECK_S,
     STAT_NAMES,
     LoadMeter,
     machine_info,

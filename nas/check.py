@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from search_space import ArchSpec, count, render, render_diff, zoo
 from latency.timing import DEFAULT_ROUNDS
+from search_space import ArchSpec, count, render, render_diff, zoo
 from search_space.errors import UserError
 from search_space.render import format_table
 
