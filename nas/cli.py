@@ -99,6 +99,7 @@ AREAS: list[tuple[str, str]] = [
     ("latency.cli", "register"),
     ("nas.space_cli", "register"),
     ("nas.search_cli", "register"),
+    ("nas.supernet_cli", "register"),
     ("netadapt.cli", "register"),
     ("nas.pipeline_cli", "register"),
 ]

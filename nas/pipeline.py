@@ -135,7 +135,8 @@ class Pipeline:
     # ---- shared pieces -------------------------------------------------------------------
     def table(self):
         from nas.check import task_spec
-        from nas.search import default_table_path, ensure_table, load_space, seed_spec
+        from latency.machine_table import default_table_path, ensure_table, seed_spec
+        from nas.search import load_space
         from search_space import zoo
 
         path = Path(self.cfg.table) if self.cfg.table else default_table_path()

@@ -91,7 +91,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     spec = resolve_spec(args.spec)
     table = data = None
     if not args.no_latency:
-        from .search import default_table_path, ensure_table, load_space, seed_spec
+        from latency.machine_table import default_table_path, ensure_table, seed_spec
+
+        from .search import load_space
         from search_space import zoo
 
         space = load_space("large" if args.against == "mnv3-large" else "small")

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import math
 import os
-import random
 import sys
 import time
 import warnings
@@ -43,10 +41,12 @@ import optuna
 from optuna.trial import TrialState
 
 from latency.latency_fn import TableLatency  # the one spec -> ms adapter, shared with NetAdapt
+from latency.machine_table import DEFAULT_CALIBRATION_NETS, default_table_path, ensure_table
 from search_space import ArchSpec
 from search_space.errors import UserError
 
 from . import study as st
+from .evaluators import EVALUATORS, Evaluation, ProxyEvaluator
 from .reward import Reward, check_target, make_reward
 
 CONTROLLERS = ("rl", "tpe", "nsga2", "random")
@@ -54,7 +54,6 @@ CONTROLLERS = ("rl", "tpe", "nsga2", "random")
 DEFAULT_TRIALS = 12  # the README main command must finish in ~15 min on 2 cores
 DEFAULT_OUT = "results/search"
 DEFAULT_STUDY = "nas-search"
-DEFAULT_CALIBRATION_NETS = 8
 DEFAULT_STEPS = 300  # proxy budget: seed std 0.27 points vs 1.5 points between nets (experiments/proxy_budget.py)
 DEFAULT_THREADS = 1  # torch threads per proxy run: 2 threads ran 2-10x slower here as soon as anything else ran
 DEFAULT_ZOO_REFERENCE = {"small": ("mnv3-small", "mnv3-small-075"), "large": ("mnv3-large", "mnasnet-a1")}
@@ -64,15 +63,6 @@ MULTI = ["maximize", "minimize"]  # accuracy, latency
 
 AccuracyFn = Callable[[ArchSpec], Any]  # -> float (NaN = diverged) or an object with val_accuracy/diverged
 LatencyFn = Callable[[ArchSpec], float]
-
-
-@dataclass
-class Evaluation:
-    accuracy: float
-    diverged: bool
-    train_seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
-    model: Any = None  # the trained torch model, when the evaluator has one (best weights are saved)
 
 
 @dataclass
@@ -97,6 +87,10 @@ class SearchConfig:
     table: str | Path | None = None
     resolution: int | None = None  # latency geometry (default: the space's, 224)
     proxy: dict = field(default_factory=dict)  # ProxyConfig overrides (steps, resolution, ...)
+    evaluator: str = "proxy"  # how a net is scored: proxy training, or a trained supernet's weights
+    supernet: str | Path | None = None  # the supernet folder (--evaluator supernet)
+    recalib_images: int | None = None  # supernet evaluator: BN recalibration images (default: evaluators')
+    val_images: int | None = None  # supernet evaluator: held-out images scored (default: evaluators')
     enqueue_known: bool | None = None  # None: on
     zoo_reference: tuple[str, ...] | None = None  # None: the space's default list; () none
     calibrate_nets: int = DEFAULT_CALIBRATION_NETS
@@ -118,6 +112,12 @@ class SearchConfig:
             check_target(self.target_ms)
         if self.resolution is not None and (not isinstance(self.resolution, int) or self.resolution < 8):
             raise UserError(f"--resolution {self.resolution!r}: must be an integer >= 8")
+        if self.evaluator not in EVALUATORS:
+            raise UserError(f"--evaluator {self.evaluator!r}: expected one of {', '.join(EVALUATORS)}")
+        if self.evaluator == "supernet" and not self.supernet:
+            raise UserError("--evaluator supernet needs --supernet DIR (train one with `nas supernet train`)")
+        if self.evaluator != "supernet" and self.supernet:
+            raise UserError("--supernet is only used with --evaluator supernet")
         if self.study is not None and not str(self.study).strip():
             raise UserError("--study '': give the study a name")
 
@@ -149,16 +149,6 @@ def space_key(space) -> str:
     return "small" if "small" in seed else "large"
 
 
-def seed_spec(space, resolution: int | None = None) -> ArchSpec:
-    """The net the space is built around (for the paper-style diff of the best net)."""
-    from search_space import zoo
-
-    spec = zoo(space.seed_name)
-    if resolution and spec.resolution != resolution:
-        spec = dataclasses.replace(spec, resolution=resolution)
-    return spec
-
-
 def latency_geometry(space, resolution: int | None) -> dict:
     return {"resolution": resolution or space.resolution, "in_channels": space.in_channels,
             "num_classes": space.num_classes}
@@ -185,79 +175,6 @@ def make_sampler(controller: str, space, seed: int, trials: int) -> optuna.sampl
     raise UserError(f"--controller {controller!r}: expected one of {', '.join(CONTROLLERS)}")
 
 
-def default_table_path() -> Path:
-    """This machine's latency table: $MNV3_NAS_TABLE, else ~/.cache/mnv3-nas/latency-table.parquet."""
-    env = os.environ.get("MNV3_NAS_TABLE")
-    if env:
-        return Path(env).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "mnv3-nas" / "latency-table.parquet"
-
-
-def ensure_table(path: str | Path, space, resolution: int | None = None, extra_specs=(), *,
-                 progress: bool = True, calibrate_nets: int = DEFAULT_CALIBRATION_NETS, protocol=None,
-                 seed: int = 0, log: Callable[[str], None] | None = None):
-    """Open the latency table at `path`, measuring first whatever the space (and `extra_specs`)
-    need that it lacks: on a machine without a table, this builds it (progress bar on stderr),
-    then fits its calibration on `calibrate_nets` sampled nets measured end to end."""
-    from latency.build import build_table, table_meta
-    from latency.ops import net_ops
-    from latency.predict import calibrate, protocol_of
-    from latency.table import LatencyTable
-    from latency.timing import Protocol
-
-    log = log or (lambda s: print(s, file=sys.stderr))
-    path = Path(path)
-    res = resolution or space.resolution
-    ops = {op.key: op for op in space.all_ops(resolution=res)}
-    for spec in extra_specs:
-        for op in net_ops(spec):
-            ops.setdefault(op.key, op)
-
-    def open_table():
-        existing = LatencyTable.load(path) if path.exists() else None
-        proto = protocol or (protocol_of(existing) if existing is not None and len(existing) else Protocol())
-        if existing is not None and protocol is not None:
-            existing.check_compatible(table_meta(proto, "float32"), path)
-        table = existing if existing is not None else LatencyTable.load_or_new(
-            path, table_meta(proto, "float32", resolution=res))
-        return table, proto
-
-    table, proto = open_table()
-    if not table.missing(list(ops), passes=proto.passes) and (table.calibration or not calibrate_nets):
-        return _note_space(table, space)
-    # measure, one process at a time: workers started together on one machine wait for the
-    # first to build the table instead of all timing ops against each other
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".build.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            table, proto = open_table()  # another process may have built it meanwhile
-            need = table.missing(list(ops), passes=proto.passes)
-            if need:
-                what = "building" if not len(table) else "extending"
-                log(f"latency table {path}: {what} it with {len(need)} ops of space {space.name} at {res}x{res} "
-                    "(once per machine)")
-                build_table(list(ops.values()), table, proto, progress=progress, seed=seed)
-            if calibrate_nets and not table.calibration:
-                rng = random.Random(f"calibration:{seed}")
-                specs = [space.decode(space.sample_params(rng), resolution=res, name=f"calib{i}")
-                         for i in range(calibrate_nets)]
-                log(f"latency table {path}: calibrating on {len(specs)} nets measured end to end")
-                calibrate(table, specs, proto, progress=progress, seed=seed, reference=seed_spec(space, res))
-            return _note_space(table, space)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _note_space(table, space):
-    spaces = sorted(set(table.meta.get("spaces") or []) | {space.name})
-    if spaces != table.meta.get("spaces") and table.path is not None:
-        table.meta["spaces"] = spaces
-        table.save()
-    return table
-
-
 def proxy_config(overrides: dict, seed: int):
     """The ProxyConfig of a search: the proxy's defaults, the search's step default, overrides."""
     from nas.proxy import ProxyConfig
@@ -270,20 +187,19 @@ def proxy_config(overrides: dict, seed: int):
         raise UserError(f"proxy settings: {exc}") from None
 
 
-def proxy_evaluator(data, cfg, init_seed: int = 0) -> Callable[[ArchSpec], Evaluation]:
+def proxy_evaluator(data, cfg, init_seed: int = 0) -> ProxyEvaluator:
     """Short proxy training (`nas.proxy.train_proxy`) of a net with fixed initial weights."""
-    from nas.proxy import train_proxy
-    from search_space import build
+    return ProxyEvaluator(data, cfg, init_seed)
 
-    def evaluate(spec: ArchSpec) -> Evaluation:
-        model = build(spec, seed=init_seed)
-        res = train_proxy(model, data, cfg)
-        return Evaluation(float(res.val_accuracy), bool(res.diverged), float(res.seconds),
-                          {"train_loss": _num(res.train_loss), "steps": res.steps,
-                           "images_per_second": round(float(res.images_per_second), 1)},
-                          model=None if res.diverged else model)
 
-    return evaluate
+def supernet_evaluator(cfg: SearchConfig, data, space, pcfg):
+    """The search's supernet evaluator; refuses a supernet of another space, data set or geometry."""
+    from .evaluators import SupernetEvaluator
+
+    kw = {k: v for k, v in (("recalib_images", cfg.recalib_images), ("val_images", cfg.val_images)) if v is not None}
+    given = (cfg.proxy or {}).get("resolution")
+    return SupernetEvaluator.open(cfg.supernet, data, space=space, resolution=given,
+                                  threads=pcfg.threads, **kw)
 
 
 def load_data(path: str | None):
@@ -503,7 +419,13 @@ def run_search(cfg: SearchConfig, *, evaluate_accuracy: AccuracyFn | None = None
     if evaluate_accuracy is None:
         if data is None and not cfg.report_only:
             data = load_data(cfg.data)
-        evaluator = proxy_evaluator(data, pcfg, init_seed=cfg.seed) if data is not None else None
+        if data is None:
+            evaluator = None
+        elif cfg.evaluator == "supernet":
+            evaluator = supernet_evaluator(cfg, data, space, pcfg)
+            pcfg = dataclasses.replace(pcfg, resolution=evaluator.resolution)
+        else:
+            evaluator = proxy_evaluator(data, pcfg, init_seed=cfg.seed)
     else:
         evaluator = evaluate_accuracy
     if data is not None:
@@ -550,10 +472,14 @@ def run_search(cfg: SearchConfig, *, evaluate_accuracy: AccuracyFn | None = None
         "target_ms": reward.target_ms, "target_like": target_like, "alpha": reward.alpha, "beta": reward.beta,
         "seed": cfg.seed, "latency_geometry": lat_geometry, "train_geometry": train_geometry,
         "data": _data_fingerprint(data) if data is not None else "custom",
-        "proxy": {k: v for k, v in pcfg.to_dict().items() if k not in ("threads", "device")}
-        if evaluate_accuracy is None else "custom",
         "table": table_fp,
     }
+    if evaluate_accuracy is not None:
+        settings["proxy"] = "custom"
+    elif cfg.evaluator == "supernet":
+        settings["evaluator"] = evaluator.settings()  # which supernet scored the trials
+    else:  # as before evaluators existed, so older studies resume
+        settings["proxy"] = {k: v for k, v in pcfg.to_dict().items() if k not in ("threads", "device")}
     settings = st.check_settings(probe, settings)
 
     shared = cfg.storage is not None
@@ -729,11 +655,12 @@ def zoo_reference(study, names, reward: Reward, latency_fn, evaluator, lat_geome
                 continue
             lat_spec = dataclasses.replace(zoo(name), **lat_geometry)
             train_spec = dataclasses.replace(zoo(name), **train_geometry)
-            log(f"zoo reference {name}: proxy training it like the trials")
+            log(f"zoo reference {name}: scoring it like the trials")
             t0 = time.perf_counter()
             ev = _as_evaluation(evaluator(train_spec), 0.0)
             cost = count(lat_spec)
             cached = {"name": name, "accuracy": None if ev.diverged else ev.accuracy,
+                      **({"scored_as": ev.extra["scored_as"]} if ev.extra.get("scored_as") else {}),
                       "latency_ms": float(latency_fn(lat_spec)), "n_params": int(cost.params), "madds": int(cost.madds),
                       "seconds": round(time.perf_counter() - t0, 3)}
             study.set_user_attr(ZOO_ATTR + name, cached)

@@ -16,6 +16,7 @@ import argparse
 import math
 import sys
 
+from .evaluators import DEFAULT_RECALIB_IMAGES, DEFAULT_VAL_IMAGES, EVALUATORS
 from .search import CONTROLLERS, DEFAULT_CALIBRATION_NETS, DEFAULT_OUT, DEFAULT_STEPS, DEFAULT_TRIALS
 
 
@@ -100,6 +101,16 @@ def register(subparsers) -> argparse.ArgumentParser:
     lat.add_argument("--calibrate", type=_int("--calibrate", 0), default=DEFAULT_CALIBRATION_NETS, metavar="K",
                      help=f"a new table's calibration: K nets measured end to end (default {DEFAULT_CALIBRATION_NETS})")
 
+    ev = p.add_argument_group("accuracy: how a net is scored")
+    ev.add_argument("--evaluator", default="proxy", choices=EVALUATORS,
+                    help="proxy: train each net from scratch (~35 s); supernet: inherit its weights from a trained "
+                         "supernet (`nas supernet train`), recalibrate BN, score (about a second) (default proxy)")
+    ev.add_argument("--supernet", default=None, metavar="DIR", help="the supernet folder (--evaluator supernet)")
+    ev.add_argument("--recalib-images", type=_int("--recalib-images", 1), default=None,
+                    help=f"supernet: training images for BN recalibration (default {DEFAULT_RECALIB_IMAGES})")
+    ev.add_argument("--val-images", type=_int("--val-images", 1), default=None,
+                    help=f"supernet: held-out images scored (default {DEFAULT_VAL_IMAGES})")
+
     pr = p.add_argument_group("accuracy: proxy training")
     pr.add_argument("--data", default=None, help="data set folder (default: Debian's Fashion-MNIST)")
     pr.add_argument("--steps", type=_int("--steps", 0), default=None, help=f"SGD steps per net (default {DEFAULT_STEPS})")
@@ -136,7 +147,9 @@ def config_from_args(args: argparse.Namespace):
         storage=args.storage, study=args.study, out=args.out, data=args.data, seed=args.seed, table=args.table,
         resolution=args.resolution, proxy={k: v for k, v in proxy.items() if v is not None},
         enqueue_known=args.enqueue_known, zoo_reference=zoo_ref, calibrate_nets=args.calibrate,
-        progress=not args.no_progress, report_only=args.report_only, plots=not args.no_plots)
+        progress=not args.no_progress, report_only=args.report_only, plots=not args.no_plots,
+        evaluator=args.evaluator, supernet=args.supernet, recalib_images=args.recalib_images,
+        val_images=args.val_images)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

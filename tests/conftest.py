@@ -45,7 +45,8 @@ def _fashion_subset(n_train: int, n_test: int):
 def tiny(tmp_path_factory):
     """A tiny data folder, the tiny space and a latency table for it (measured here)."""
     from latency.timing import Protocol
-    from nas.search import TableLatency, ensure_table
+    from latency.latency_fn import TableLatency
+    from latency.machine_table import ensure_table
     from search_space.spaces import get_space
 
     root = tmp_path_factory.mktemp("tiny")

@@ -1,0 +1,462 @@
+"""Training a weight-sharing supernet (`search_space.supernet.Supernet`) on the proxy task.
+
+Each step trains several subnets on one batch and takes one optimizer step on the summed
+gradients. Rules (``SupernetConfig.rule``):
+
+- ``sandwich`` (default; Universally Slimmable Networks, BigNAS, AttentiveNAS): the largest
+  net on the labels, ``num_random`` random nets and the smallest net with in-place
+  distillation (KL to the largest net's detached soft predictions) when ``distill`` is on;
+- ``uniform``: ``num_random`` random nets on the labels (single-path one-shot, SPOS/TuNAS
+  style sharing without a teacher).
+
+``warmup_largest``: for that fraction of the steps a random net is replaced by the largest
+net with a probability falling linearly from 1 to 0 (TuNAS's filter/op warm-up).
+
+The held-out split the search scores on is never trained on: training batches come from
+the search's train split (`nas.data.search_splits` with the same ``val_size`` and
+``split_seed`` as the proxy).
+
+Resume: a checkpoint (weights, optimizer, step, curves) is written atomically every
+``checkpoint_minutes`` and at the end. Batch order, sampled subnets and dropout are pure
+functions of (seed, step), so a run killed at any step and started again reaches, on CPU,
+the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search_space.errors import UserError
+
+RULES = ("sandwich", "uniform")
+CHECKPOINT = "supernet.pt"
+META = "supernet.json"
+FORMAT = "mnv3-nas/supernet"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SupernetConfig:
+    """Settings of one supernet training run (`nas supernet train` flags map one to one)."""
+
+    space: str = "small"
+    steps: int = 1200            # ~35 min for small on one core here (sandwich: 4 nets a step)
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-5
+    label_smoothing: float = 0.1
+    warmup: float = 0.05          # fraction of steps of linear LR warm-up, then cosine to 0
+    rule: str = "sandwich"
+    num_random: int = 2           # random nets per step besides the largest and smallest
+    distill: bool = True          # in-place distillation from the largest net (sandwich)
+    warmup_largest: float = 0.0   # TuNAS-style: random nets replaced by the largest early on
+    grad_clip: float | None = 5.0
+    resolution: int = 32
+    val_size: int | float = 10000
+    split_seed: int = 0
+    seed: int = 0
+    threads: int | None = 1
+    channels_last: bool = True
+    checkpoint_minutes: float = 2.0
+    eval_every: int = 0           # steps between curve evaluations (0: 10 per run)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str):
+            raise UserError(f"supernet setting {name}={getattr(self, name)!r} {why}")
+
+        for name in ("steps", "batch_size", "resolution"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                bad(name, "must be a positive integer")
+        if not isinstance(self.num_random, int) or self.num_random < 0:
+            bad("num_random", "must be an integer >= 0")
+        if self.rule not in RULES:
+            bad("rule", f"must be one of {', '.join(RULES)}")
+        if self.rule == "uniform" and self.num_random < 1:
+            bad("num_random", "must be >= 1 with the uniform rule")
+        if not self.lr > 0:
+            bad("lr", "must be > 0")
+        if not 0 <= self.warmup < 1 or not 0 <= self.warmup_largest <= 1:
+            bad("warmup", "fractions must be in [0, 1)")
+        if not self.checkpoint_minutes > 0:
+            bad("checkpoint_minutes", "must be > 0")
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    # settings that change the weights a run reaches (others may change on a resume)
+    IDENTITY_EXEMPT = ("threads", "checkpoint_minutes", "device", "eval_every")
+
+    def identity(self) -> dict:
+        return {k: v for k, v in self.to_dict().items() if k not in self.IDENTITY_EXEMPT}
+
+
+@dataclass
+class TrainOutcome:
+    out: Path
+    steps: int
+    resumed_from: int
+    seconds: float
+    images_per_second: float
+    curves: list[dict] = field(default_factory=list)
+
+
+def data_fingerprint(data) -> dict:
+    return {"name": data.name, "num_classes": int(data.num_classes), "in_channels": int(data.in_channels),
+            "train_images": int(len(data.train_y)), "test_images": int(len(data.test_y))}
+
+
+def space_fingerprint(space) -> str:
+    """A digest of the space's definition (a custom space under a built-in name is not that space)."""
+    d = space.to_dict()
+    for k in ("resolution", "in_channels", "num_classes", "description", "known"):
+        d.pop(k, None)
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---- the schedule: everything a step does is a function of (seed, step) --------------------------
+def lr_at(cfg: SupernetConfig, step: int) -> float:
+    warm = round(cfg.warmup * cfg.steps)
+    if step < warm:
+        return cfg.lr * (step + 1) / (warm + 1)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
+
+
+def batch_positions(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Positions of step's batch: epoch e is a permutation drawn from (seed, e); a ragged end is dropped."""
+    per_epoch = n // batch_size
+    epoch, b = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)[b * batch_size:(b + 1) * batch_size]
+
+
+def step_nets(space, cfg: SupernetConfig, step: int) -> list[tuple[str, dict]]:
+    """The (role, point) pairs trained at ``step``."""
+    from search_space.supernet import largest_point, smallest_point
+
+    rng = random.Random(f"supernet:{cfg.seed}:{step}")
+    p_large = 0.0
+    if cfg.warmup_largest > 0:
+        p_large = max(0.0, 1.0 - step / max(1.0, cfg.warmup_largest * cfg.steps))
+    randoms = []
+    for _ in range(cfg.num_random):
+        point = space.sample_params(rng)
+        if p_large and rng.random() < p_large:
+            point = largest_point(space)
+        randoms.append(("random", point))
+    if cfg.rule == "uniform":
+        return randoms
+    return [("largest", largest_point(space)), *randoms, ("smallest", smallest_point(space))]
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_meta(out: Path, meta: dict) -> None:
+    tmp = out / f".{META}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(tmp, out / META)
+
+
+def load_checkpoint(folder: str | Path) -> dict:
+    """The checkpoint of a supernet folder; UserError if missing or unreadable."""
+    folder = Path(folder)
+    path = folder / CHECKPOINT if folder.is_dir() else folder
+    if not path.exists():
+        raise UserError(f"{folder}: no supernet checkpoint ({CHECKPOINT}); train one with `nas supernet train`")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise UserError(f"{path}: corrupt supernet checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path}: not a supernet checkpoint of this project")
+    if ckpt.get("version") != FORMAT_VERSION:
+        raise UserError(f"{path}: supernet checkpoint version {ckpt.get('version')!r}; this build reads {FORMAT_VERSION}")
+    return ckpt
+
+
+def open_supernet(folder: str | Path, *, space=None, data=None, resolution: int | None = None):
+    """(supernet in eval mode, checkpoint meta). With ``space``/``data``/``resolution`` given,
+    a supernet trained for another space, data set or geometry is refused (UserError)."""
+    from search_space import get_space
+    from search_space.supernet import Supernet
+
+    ckpt = load_checkpoint(folder)
+    meta = ckpt["meta"]
+    sp = get_space(space if space is not None else _space_from_meta(meta))
+    if space is not None:
+        if sp.name != meta["space"] or space_fingerprint(sp) != meta["space_fingerprint"]:
+            raise UserError(f"{folder}: supernet was trained for space {meta['space']!r}, not {sp.name!r}")
+    if data is not None and data_fingerprint(data) != meta["data"]:
+        raise UserError(f"{folder}: supernet was trained on data set {meta['data']['name']!r} "
+                        f"({meta['data']['train_images']} train images), not {data.name!r} ({len(data.train_y)})")
+    if resolution is not None and int(resolution) != int(meta["resolution"]):
+        raise UserError(f"{folder}: supernet was trained at resolution {meta['resolution']}, not {resolution}")
+    net = Supernet(sp, meta["data"]["in_channels"], meta["data"]["num_classes"], meta["resolution"])
+    try:
+        net.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise UserError(f"{folder}: supernet checkpoint does not fit space {sp.name!r} (its weights differ in shape)") from None
+    net.eval()
+    return net, meta
+
+
+def _space_from_meta(meta: dict):
+    from search_space import SearchSpace
+
+    return SearchSpace.from_dict(meta["space_def"], source="supernet checkpoint")
+
+
+# ---- training -------------------------------------------------------------------------------------
+def _optimizer(net: nn.Module, cfg: SupernetConfig) -> torch.optim.Optimizer:
+    decay = [p for p in net.parameters() if p.dim() > 1]
+    rest = [p for p in net.parameters() if p.dim() <= 1]
+    return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                            {"params": rest, "weight_decay": 0.0}],
+                           lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def _as_input(x: torch.Tensor, cfg: SupernetConfig) -> torch.Tensor:
+    x = x.to(cfg.device)
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+
+def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool = True,
+                   stop_after: int | None = None, log: Callable[[str], None] | None = None) -> TrainOutcome:
+    """Train (or continue training) the supernet of ``cfg.space`` in ``out``.
+
+    ``stop_after``: return after that many steps of this call (tests use it to kill a run
+    half-way; the checkpoint is written first).
+    """
+    from nas.data import search_splits
+    from search_space import get_space
+    from search_space.supernet import Supernet
+
+    log = log or (lambda s: print(s, file=sys.stderr))
+    out = Path(out)
+    space = get_space(cfg.space)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {cfg.device}: torch sees no CUDA GPU on this machine")
+    train, _ = search_splits(data, resolution=cfg.resolution, val_size=cfg.val_size, split_seed=cfg.split_seed)
+    if len(train) < cfg.batch_size:
+        raise UserError(f"batch size {cfg.batch_size} exceeds the {len(train)} training images")
+    meta = {
+        "format": FORMAT, "version": FORMAT_VERSION, "space": space.name, "space_fingerprint": space_fingerprint(space),
+        "space_def": space.to_dict(), "data": data_fingerprint(data), "resolution": cfg.resolution,
+        "config": cfg.to_dict(),
+    }
+    threads_before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            net = Supernet(space, data.in_channels, data.num_classes, cfg.resolution)
+        net.to(cfg.device)
+        if cfg.channels_last:
+            net.to(memory_format=torch.channels_last)
+        opt = _optimizer(net, cfg)
+        start, curves, seconds_before = 0, [], 0.0
+        ckpt_path = out / CHECKPOINT
+        if ckpt_path.exists():
+            ckpt = load_checkpoint(out)
+            _check_resume(ckpt["meta"], meta, out)
+            net.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            start, curves = int(ckpt["step"]), list(ckpt.get("curves", []))
+            seconds_before = float(ckpt.get("seconds", 0.0))
+            if start < cfg.steps:
+                log(f"resuming supernet training in {out} at step {start} of {cfg.steps}")
+        out.mkdir(parents=True, exist_ok=True)
+        state = {"step": start, "seconds": seconds_before}
+
+        def save() -> None:
+            model_sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+            _atomic_save({"format": FORMAT, "version": FORMAT_VERSION, "meta": meta, "model": model_sd,
+                          "optimizer": opt.state_dict(), "step": state["step"], "curves": curves,
+                          "seconds": state["seconds"]}, ckpt_path)
+            _write_meta(out, {**meta, "step": state["step"], "seconds": round(state["seconds"], 1),
+                              "complete": state["step"] >= cfg.steps, "curves": curves[-1:] if curves else []})
+
+        eval_every = cfg.eval_every or max(1, cfg.steps // 10)
+        images = 0
+        t_run = time.perf_counter()
+        last_save = time.monotonic()
+        with _Bar(progress, cfg.steps, start, f"supernet {space.name} ({cfg.rule})") as bar:
+            step = start
+            ema = None
+            while step < cfg.steps:
+                if stop_after is not None and step - start >= stop_after:
+                    break
+                t0 = time.perf_counter()
+                loss_big = _train_step(net, opt, space, cfg, train, step)
+                images += cfg.batch_size
+                state["seconds"] += time.perf_counter() - t0
+                step += 1
+                state["step"] = step
+                ema = loss_big if ema is None else 0.95 * ema + 0.05 * loss_big
+                if step % eval_every == 0 or step == cfg.steps:
+                    curves.append(_curve_point(net, space, cfg, data, step, ema, state["seconds"]))
+                    bar.log(_curve_text(curves[-1]))
+                bar.update(step, ema)
+                if time.monotonic() - last_save >= cfg.checkpoint_minutes * 60:
+                    save()
+                    last_save = time.monotonic()
+            save()
+        wall = time.perf_counter() - t_run
+        _plot_curves(curves, out / "curves.png", space.name)
+        return TrainOutcome(out, state["step"], start, state["seconds"], images / wall if wall > 0 else 0.0, curves)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _check_resume(was: dict, now: dict, out: Path) -> None:
+    if was["space"] != now["space"] or was["space_fingerprint"] != now["space_fingerprint"]:
+        raise UserError(f"{out}: holds a supernet of space {was['space']!r}; use another --out for {now['space']!r}")
+    if was["data"] != now["data"]:
+        raise UserError(f"{out}: holds a supernet trained on {was['data']['name']!r}; use another --out")
+    a = {k: v for k, v in was["config"].items() if k not in SupernetConfig.IDENTITY_EXEMPT}
+    b = {k: v for k, v in now["config"].items() if k not in SupernetConfig.IDENTITY_EXEMPT}
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            raise UserError(f"{out}: was trained with {k}={a.get(k)!r}, not {b.get(k)!r}; "
+                            "continue with the same settings or use another --out")
+
+
+def _train_step(net, opt, space, cfg: SupernetConfig, train, step: int) -> float:
+    """One optimizer step over the step's nets; returns the first net's loss."""
+    for group in opt.param_groups:
+        group["lr"] = lr_at(cfg, step)
+    x, y = train.batch(batch_positions(len(train), cfg.batch_size, cfg.seed, step))
+    x, y = _as_input(x, cfg), y.to(cfg.device)
+    net.train()
+    opt.zero_grad(set_to_none=True)
+    teacher = None
+    first_loss = float("nan")
+    torch.manual_seed(cfg.seed * 7_919 + step)  # dropout: a function of (seed, step)
+    for k, (role, point) in enumerate(step_nets(space, cfg, step)):
+        net.activate(point)
+        logits = net(x)
+        if teacher is not None and cfg.distill:
+            loss = F.kl_div(F.log_softmax(logits, 1), teacher, reduction="batchmean")
+        else:
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        if role == "largest":
+            teacher = F.softmax(logits.detach(), 1)
+        loss.backward()
+        if k == 0:
+            first_loss = float(loss.detach())
+    if not math.isfinite(first_loss):
+        raise UserError(f"supernet training diverged at step {step} (loss {first_loss}); lower --lr")
+    if cfg.grad_clip:
+        nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    opt.step()
+    return first_loss
+
+
+def _curve_point(net, space, cfg: SupernetConfig, data, step: int, loss: float, seconds: float) -> dict:
+    """Held-out accuracy of the largest and smallest nets (BN recalibrated) on 1,000 images."""
+    from search_space.supernet import largest_point, smallest_point
+
+    from .evaluators import score_active
+
+    point = {"step": step, "train_loss": round(float(loss), 4), "seconds": round(seconds, 1)}
+    with torch.random.fork_rng(devices=[]):
+        for role, p in (("largest", largest_point(space)), ("smallest", smallest_point(space))):
+            net.activate(p)
+            acc = score_active(net, data, resolution=cfg.resolution, val_size=cfg.val_size,
+                               split_seed=cfg.split_seed, recalib_images=512, val_images=1000,
+                               device=cfg.device, channels_last=cfg.channels_last)
+            point[f"{role}_val_acc"] = round(acc, 4)
+    net.train()
+    return point
+
+
+def _curve_text(c: dict) -> str:
+    return (f"step {c['step']}: loss {c['train_loss']:.3f}, held-out acc largest {c['largest_val_acc']:.4f} "
+            f"smallest {c['smallest_val_acc']:.4f}")
+
+
+def _plot_curves(curves: list[dict], path: Path, name: str) -> None:
+    if not curves:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [c["step"] for c in curves]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    a.plot(steps, [c["train_loss"] for c in curves], marker="o")
+    a.set_xlabel("step")
+    a.set_ylabel("training loss (largest net, EMA)")
+    for role in ("largest", "smallest"):
+        b.plot(steps, [100 * c[f"{role}_val_acc"] for c in curves], marker="o", label=role)
+    b.set_xlabel("step")
+    b.set_ylabel("held-out accuracy (%)")
+    b.legend()
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"supernet {name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+class _Bar:
+    """A rich progress bar on stderr: steps, smoothed loss, ETA."""
+
+    def __init__(self, enabled: bool, total: int, done: int, label: str) -> None:
+        self.enabled, self.total, self.done, self.label = enabled, total, done, label
+        self._p = self._task = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                               TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("eta"),
+                               TimeRemainingColumn(), console=Console(stderr=True))
+            self._p.__enter__()
+            self._task = self._p.add_task(self.label, total=self.total, completed=self.done, loss="-")
+        return self
+
+    def update(self, done: int, loss: float | None) -> None:
+        if self._p is not None:
+            self._p.update(self._task, completed=done, loss="-" if loss is None else f"{loss:.3f}")
+
+    def log(self, text: str) -> None:
+        if self._p is not None:
+            self._p.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+
+__all__ = ["SupernetConfig", "TrainOutcome", "train_supernet", "open_supernet", "load_checkpoint", "RULES",
+           "lr_at", "step_nets", "batch_positions"]

@@ -1,0 +1,181 @@
+"""Dynamic ops: the static modules of `search_space.modules` plus the slice they serve.
+
+Each dynamic module holds the weights of the largest op it can be and runs, at any moment,
+as the op that its `active` settings describe: the first ``out`` output and ``in`` input
+channels, the centre ``kernel x kernel`` of the largest depthwise kernel (once-for-all's
+nested kernels, without its kernel transform), SE on or off, any nonlinearity. Slicing
+keeps the parameter names of the static modules, so the weights of one active op are the
+state dict of the static op cut to its shapes (`slice_to`).
+
+Why first-k channels: with the sandwich rule the smallest widths are trained from the first
+step, so the leading channels are the ones every subnet relies on (the role that
+once-for-all's importance re-sorting plays when widths are shrunk in later phases).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ACTS = {
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "hswish": F.hardswish,
+    "swish": F.silu,
+    "none": None,
+}
+
+
+def act_fn(nl: str):
+    try:
+        return _ACTS[nl]
+    except KeyError:
+        raise ValueError(f"unknown nonlinearity {nl!r}") from None
+
+
+def slice_to(t: torch.Tensor, shape: tuple[int, ...], spatial_dims: tuple[int, ...] = ()) -> torch.Tensor:
+    """``t`` cut to ``shape``: the first k along channel dims, the centre along spatial dims."""
+    index = []
+    for d, (have, want) in enumerate(zip(t.shape, shape)):
+        if want > have:
+            raise ValueError(f"cannot slice dim {d} of size {have} to {want}")
+        if d in spatial_dims:
+            start = (have - want) // 2
+            index.append(slice(start, start + want))
+        else:
+            index.append(slice(0, want))
+    return t[tuple(index)]
+
+
+class DynamicBN(nn.BatchNorm2d):
+    """BatchNorm over the first ``active`` channels; running statistics of the slice are updated in place."""
+
+    def __init__(self, channels: int, eps: float, momentum: float) -> None:
+        super().__init__(channels, eps=eps, momentum=momentum)
+        self.active = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if c == self.num_features:
+            return super().forward(x)
+        training = self.training or not self.track_running_stats
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+        momentum = self.momentum
+        if momentum is None:  # cumulative average (BN recalibration)
+            momentum = 1.0 / float(self.num_batches_tracked)
+        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c], self.bias[:c],
+                            training, momentum if self.training else 0.0, self.eps)
+
+
+@dataclass
+class ConvState:
+    cin: int
+    cout: int
+    kernel: int
+    nl: str
+
+
+class DynamicConvBNAct(nn.Sequential):
+    """conv -> BN -> act (children 0, 1 like `ConvBNAct`) at any smaller width and kernel.
+
+    ``depthwise``: groups = channels, and ``cin`` follows ``cout``.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, depthwise: bool = False,
+                 nl: str = "relu", bn_eps: float = 1e-3, bn_momentum: float = 0.01) -> None:
+        conv = nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=cout if depthwise else 1, bias=False)
+        super().__init__(conv, DynamicBN(cout, bn_eps, bn_momentum))
+        self.depthwise = depthwise
+        self.stride = stride
+        self.state = ConvState(cin, cout, kernel, nl)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.state
+        conv = self[0]
+        k = s.kernel
+        if self.depthwise:
+            w = slice_to(conv.weight, (s.cout, 1, k, k), (2, 3))
+            y = F.conv2d(x, w, None, self.stride, (k - 1) // 2, 1, s.cout)
+        else:
+            w = slice_to(conv.weight, (s.cout, x.shape[1], k, k), (2, 3))
+            y = F.conv2d(x, w, None, self.stride, (k - 1) // 2)
+        y = self[1](y)
+        act = act_fn(s.nl)
+        return act(y) if act is not None else y
+
+
+class DynamicSE(nn.Module):
+    """Squeeze-excite (`SqueezeExcite`'s names) over the first ``channels`` with ``squeeze`` inner units."""
+
+    def __init__(self, channels: int, squeeze: int, gate: str = "hsigmoid", inner_nl: str = "relu") -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.gate = F.hardsigmoid if gate == "hsigmoid" else torch.sigmoid
+        self.inner_nl = inner_nl
+        self.squeeze = squeeze
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, q = x.shape[1], self.squeeze
+        s = x.mean((2, 3), keepdim=True)
+        s = F.conv2d(s, self.fc1.weight[:q, :c], self.fc1.bias[:q])
+        act = act_fn(self.inner_nl)
+        if act is not None:
+            s = act(s)
+        s = F.conv2d(s, self.fc2.weight[:c, :q], self.fc2.bias[:c])
+        return self.gate(s) * x
+
+
+class DynamicBlock(nn.Module):
+    """The inverted bottleneck at its largest (expand, depthwise, SE, project as ``block.0..3``),
+    run as any smaller one: set `configure` before the forward."""
+
+    def __init__(self, cin: int, exp: int, cout: int, kernel: int, stride: int, squeeze: int, *,
+                 se_gate: str, se_inner: str, bn_eps: float, bn_momentum: float) -> None:
+        super().__init__()
+        norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.block = nn.Sequential(
+            DynamicConvBNAct(cin, exp, 1, **norm),
+            DynamicConvBNAct(exp, exp, kernel, stride, depthwise=True, **norm),
+            DynamicSE(exp, squeeze, se_gate, se_inner),
+            DynamicConvBNAct(exp, cout, 1, nl="none", **norm),
+        )
+        self.expand = True
+        self.use_se = True
+        self.use_res_connect = False
+
+    def configure(self, cin: int, exp: int, cout: int, kernel: int, squeeze: int, nl: str, residual: bool,
+                  expand: bool) -> None:
+        e, dw, se, pw = self.block
+        e.state = ConvState(cin, exp, 1, nl)
+        dw.state = ConvState(exp, exp, kernel, nl)
+        se.squeeze = squeeze
+        pw.state = ConvState(exp, cout, 1, "none")
+        self.expand = expand
+        self.use_se = squeeze > 0
+        self.use_res_connect = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e, dw, se, pw = self.block
+        y = e(x) if self.expand else x
+        y = dw(y)
+        if self.use_se:
+            y = se(y)
+        y = pw(y)
+        return x + y if self.use_res_connect else y
+
+    def static_names(self) -> dict[str, str]:
+        """Static block name prefix -> this block's name prefix, for the active layout."""
+        order = (["0"] if self.expand else []) + ["1"] + (["2"] if self.use_se else []) + ["3"]
+        return {f"block.{i}.": f"block.{src}." for i, src in enumerate(order)}
+
+
+class DynamicLinear(nn.Linear):
+    """A linear layer reading the first ``x.shape[1]`` of its input features."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight[:, : x.shape[1]], self.bias)
