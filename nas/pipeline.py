@@ -30,7 +30,7 @@ PRESETS = {
     "large": {"space": "large", "w": -0.07, "against": "mnv3-large"},
     "small": {"space": "small", "w": -0.15, "against": "mnv3-small"},
 }
-STAGES = ("search", "netadapt", "check", "report")
+STAGES = ("supernet", "search", "netadapt", "check", "report")
 
 
 @dataclass
@@ -56,6 +56,9 @@ class PipelineConfig:
     eval_batches: int | None = None
     val_size: int | float = 10000  # held-out validation images carved from the training set
     calibrate_nets: int = 8
+    evaluator: str = "proxy"  # how the search scores nets: proxy training or a supernet's weights
+    supernet: str | None = None  # a trained supernet; None with evaluator "supernet": trained in OUT/supernet
+    supernet_steps: int | None = None  # steps when the pipeline trains the supernet (default: nas.supernet's)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -71,6 +74,10 @@ class PipelineConfig:
                 raise UserError(f"--{name.replace('_', '-')} {v!r}: must be an integer >= 0")
         if not 0 < self.netadapt_frac <= 1:
             raise UserError(f"--netadapt-frac {self.netadapt_frac!r}: must be in (0, 1]")
+        if self.evaluator not in ("proxy", "supernet"):
+            raise UserError(f"--evaluator {self.evaluator!r}: expected proxy or supernet")
+        if self.evaluator != "supernet" and (self.supernet or self.supernet_steps):
+            raise UserError("--supernet/--supernet-steps are only used with --evaluator supernet")
 
     @property
     def space_name(self) -> str:
@@ -88,6 +95,9 @@ class PipelineConfig:
         d = dataclasses.asdict(self)
         for k in ("out", "progress"):
             d.pop(k)
+        if self.evaluator == "proxy":  # as before evaluators existed, so older runs resume
+            for k in ("evaluator", "supernet", "supernet_steps"):
+                d.pop(k)
         return d
 
 
@@ -163,12 +173,36 @@ class Pipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         self._save_state()
         for stage in STAGES:
+            if stage == "supernet" and self.cfg.evaluator != "supernet":
+                continue
             if self.done(stage):
                 self.log(f"pipeline: stage {stage} already finished, skipping")
                 continue
             self.log(f"pipeline: stage {stage}")
             getattr(self, f"stage_{stage}")()
         return self.state
+
+    def stage_supernet(self) -> None:
+        """With ``--evaluator supernet`` and no ``--supernet``: train one in OUT/supernet (resumes)."""
+        started = time.time()
+        c = self.cfg
+        if c.supernet:
+            from nas.supernet import load_checkpoint
+
+            load_checkpoint(c.supernet)  # fail now, not after the table is built
+            self._finish("supernet", {"path": str(c.supernet), "trained": False}, started)
+            return
+        from nas.supernet import SupernetConfig, train_supernet
+
+        kw = {"steps": c.supernet_steps} if c.supernet_steps else {}
+        scfg = SupernetConfig(space=c.space_name, resolution=c.proxy_resolution, val_size=c.val_size, seed=c.seed, **kw)
+        outcome = train_supernet(scfg, self.out / "supernet", self.data(), progress=c.progress, log=self.log)
+        self._finish("supernet", {"path": str(self.out / "supernet"), "trained": True, "steps": outcome.steps,
+                                  "train_seconds": round(outcome.seconds, 1)}, started)
+
+    def supernet_path(self) -> str | None:
+        info = self.state["stages"].get("supernet") or {}
+        return info.get("path")
 
     def stage_search(self) -> None:
         from nas.search import SearchConfig, run_search
@@ -183,7 +217,8 @@ class Pipeline:
         scfg = SearchConfig(space=c.space_name, controller=c.controller, target_like=c.against,
                             w=c.w, trials=c.trials, out=self.out / "search", data=c.data, seed=c.seed,
                             table=c.table, resolution=c.latency_resolution, proxy=proxy,
-                            calibrate_nets=c.calibrate_nets, progress=c.progress)
+                            calibrate_nets=c.calibrate_nets, progress=c.progress,
+                            evaluator=c.evaluator, supernet=self.supernet_path() if c.evaluator == "supernet" else None)
         outcome = run_search(scfg)
         if not outcome.best:
             raise UserError(f"search in {self.out / 'search'} completed no trial; see its trials.csv")
@@ -267,10 +302,15 @@ def render_report(out: Path, state: dict, cfg: PipelineConfig) -> str:
     lines = [f"# MobileNetV3 recipe, preset `{cfg.preset}`", "",
              f"Search space `{cfg.space_name}`, controller `{cfg.controller}`, reward "
              f"ACC x (LAT/TAR)^{cfg.w:g} with TAR = {cfg.against}'s latency on this machine's table; "
-             f"{cfg.trials} trials of {cfg.search_steps} proxy steps at {cfg.proxy_resolution}x{cfg.proxy_resolution}.",
+             (f"{cfg.trials} trials of {cfg.search_steps} proxy steps at {cfg.proxy_resolution}x{cfg.proxy_resolution}."
+              if cfg.evaluator == "proxy" else
+              f"{cfg.trials} trials scored with a weight-sharing supernet's inherited weights "
+              f"(`{st.get('supernet', {}).get('path', cfg.supernet)}`) at {cfg.proxy_resolution}x{cfg.proxy_resolution}."),
              ""]
     total = sum(s.get("seconds", 0) for s in st.values())
     lines += ["| stage | time (s) | result |", "|---|---|---|"]
+    if st.get("supernet", {}).get("trained"):
+        lines.append(f"| supernet | {st['supernet']['seconds']} | trained {st['supernet']['steps']} steps |")
     if "search" in st:
         b = st["search"].get("best") or {}
         lines.append(f"| search | {st['search']['seconds']} | {st['search']['completed']} trials, "

@@ -44,6 +44,12 @@ def register(sub) -> None:
     p.add_argument("--data", default=None, help="data set folder (default: Debian's Fashion-MNIST)")
     p.add_argument("--table", default=None, help="latency table (default: this machine's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--evaluator", choices=("proxy", "supernet"), default="proxy",
+                   help="how the search scores nets: proxy training (default) or a supernet's inherited weights")
+    p.add_argument("--supernet", default=None, metavar="DIR",
+                   help="a trained supernet (default with --evaluator supernet: trained in OUT/supernet first)")
+    p.add_argument("--supernet-steps", type=_int("--supernet-steps", 1), default=None,
+                   help="steps when the pipeline trains the supernet itself")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_pipeline)
 
@@ -76,7 +82,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         netadapt_frac=args.netadapt_frac, short_steps=args.short_steps, long_steps=args.long_steps,
         init_steps=args.init_steps, check_steps=args.check_steps, measure_rounds=args.measure_rounds,
         data=args.data, table=args.table, seed=args.seed, max_train_images=args.max_train_images,
-        eval_batches=args.eval_batches, val_size=args.val_size, calibrate_nets=args.calibrate, progress=not args.no_progress)
+        eval_batches=args.eval_batches, val_size=args.val_size, calibrate_nets=args.calibrate,
+        evaluator=args.evaluator, supernet=args.supernet, supernet_steps=args.supernet_steps,
+        progress=not args.no_progress)
     Pipeline(cfg).run()
     out = Path(cfg.out)
     print(f"pipeline {cfg.preset}: done; report {out / 'report.md'}, final spec {out / 'final.json'}")

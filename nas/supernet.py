@@ -65,6 +65,7 @@ class SupernetConfig:
     num_random: int = 2           # random nets per step besides the largest and smallest
     distill: bool = True          # in-place distillation from the largest net (sandwich)
     warmup_largest: float = 0.0   # TuNAS-style: random nets replaced by the largest early on
+    kernel_sharing: str = "nested"  # nested (centre crops of the largest kernel) or separate (TuNAS)
     grad_clip: float | None = 5.0
     resolution: int = 32
     val_size: int | float = 10000
@@ -86,6 +87,10 @@ class SupernetConfig:
                 bad(name, "must be a positive integer")
         if not isinstance(self.num_random, int) or self.num_random < 0:
             bad("num_random", "must be an integer >= 0")
+        from search_space.supernet import KERNEL_SHARING
+
+        if self.kernel_sharing not in KERNEL_SHARING:
+            bad("kernel_sharing", f"must be one of {', '.join(KERNEL_SHARING)}")
         if self.rule not in RULES:
             bad("rule", f"must be one of {', '.join(RULES)}")
         if self.rule == "uniform" and self.num_random < 1:
@@ -212,7 +217,8 @@ def open_supernet(folder: str | Path, *, space=None, data=None, resolution: int 
                         f"({meta['data']['train_images']} train images), not {data.name!r} ({len(data.train_y)})")
     if resolution is not None and int(resolution) != int(meta["resolution"]):
         raise UserError(f"{folder}: supernet was trained at resolution {meta['resolution']}, not {resolution}")
-    net = Supernet(sp, meta["data"]["in_channels"], meta["data"]["num_classes"], meta["resolution"])
+    net = Supernet(sp, meta["data"]["in_channels"], meta["data"]["num_classes"], meta["resolution"],
+                   meta["config"].get("kernel_sharing", "nested"))
     try:
         net.load_state_dict(ckpt["model"])
     except RuntimeError:
@@ -271,7 +277,7 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            net = Supernet(space, data.in_channels, data.num_classes, cfg.resolution)
+            net = Supernet(space, data.in_channels, data.num_classes, cfg.resolution, cfg.kernel_sharing)
         net.to(cfg.device)
         if cfg.channels_last:
             net.to(memory_format=torch.channels_last)
@@ -335,8 +341,9 @@ def _check_resume(was: dict, now: dict, out: Path) -> None:
         raise UserError(f"{out}: holds a supernet of space {was['space']!r}; use another --out for {now['space']!r}")
     if was["data"] != now["data"]:
         raise UserError(f"{out}: holds a supernet trained on {was['data']['name']!r}; use another --out")
-    a = {k: v for k, v in was["config"].items() if k not in SupernetConfig.IDENTITY_EXEMPT}
-    b = {k: v for k, v in now["config"].items() if k not in SupernetConfig.IDENTITY_EXEMPT}
+    defaults = SupernetConfig().to_dict()  # a setting added later takes its default in older checkpoints
+    a = {k: v for k, v in {**defaults, **was["config"]}.items() if k not in SupernetConfig.IDENTITY_EXEMPT}
+    b = {k: v for k, v in {**defaults, **now["config"]}.items() if k not in SupernetConfig.IDENTITY_EXEMPT}
     for k in sorted(set(a) | set(b)):
         if a.get(k) != b.get(k):
             raise UserError(f"{out}: was trained with {k}={a.get(k)!r}, not {b.get(k)!r}; "

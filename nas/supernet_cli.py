@@ -22,6 +22,8 @@ from search_space.errors import UserError
 
 from .evaluators import DEFAULT_RECALIB_IMAGES, DEFAULT_VAL_IMAGES
 from .search_cli import _int, _number, _size
+from search_space.supernet import KERNEL_SHARING
+
 from .supernet import RULES, SupernetConfig
 
 
@@ -48,6 +50,9 @@ def register(sub) -> None:
     t.add_argument("--warmup-largest", type=_number("--warmup-largest"), default=d.warmup_largest,
                    help="fraction of steps in which random nets are replaced by the largest net with a "
                         "probability falling from 1 to 0 (TuNAS warm-up; default 0)")
+    t.add_argument("--kernel-sharing", choices=KERNEL_SHARING, default=d.kernel_sharing,
+                   help="nested: smaller kernels are the centre of the largest (once-for-all); separate: one "
+                        f"depthwise weight per kernel size (TuNAS) (default {d.kernel_sharing})")
     t.add_argument("--lr", type=_number("--lr"), default=d.lr, help=f"peak learning rate (default {d.lr})")
     t.add_argument("--batch-size", type=_int("--batch-size", 1), default=d.batch_size)
     t.add_argument("--val-size", type=_size("--val-size"), default=d.val_size,
@@ -75,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = SupernetConfig(space=args.space, steps=args.steps, resolution=args.resolution, seed=args.seed,
                          rule=args.rule, num_random=args.num_random, distill=args.distill,
-                         warmup_largest=args.warmup_largest, lr=args.lr, batch_size=args.batch_size,
+                         warmup_largest=args.warmup_largest, kernel_sharing=args.kernel_sharing, lr=args.lr, batch_size=args.batch_size,
                          val_size=args.val_size, threads=args.threads, checkpoint_minutes=args.checkpoint_minutes)
     from search_space import get_space
 

@@ -108,6 +108,23 @@ class DynamicConvBNAct(nn.Sequential):
         return act(y) if act is not None else y
 
 
+class KernelChoice(nn.Module):
+    """TuNAS's depthwise op: one depthwise conv + BN per kernel size (``k3``, ``k5``, ...), of
+    which the active kernel's runs; the convs around it stay shared."""
+
+    def __init__(self, channels: int, kernels: tuple[int, ...], stride: int, bn_eps: float, bn_momentum: float) -> None:
+        super().__init__()
+        self.ops = nn.ModuleDict({f"k{k}": DynamicConvBNAct(channels, channels, k, stride, depthwise=True,
+                                                            bn_eps=bn_eps, bn_momentum=bn_momentum)
+                                  for k in kernels})
+        self.state = ConvState(channels, channels, max(kernels), "relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        op = self.ops[f"k{self.state.kernel}"]
+        op.state = self.state
+        return op(x)
+
+
 class DynamicSE(nn.Module):
     """Squeeze-excite (`SqueezeExcite`'s names) over the first ``channels`` with ``squeeze`` inner units."""
 
@@ -134,13 +151,20 @@ class DynamicBlock(nn.Module):
     """The inverted bottleneck at its largest (expand, depthwise, SE, project as ``block.0..3``),
     run as any smaller one: set `configure` before the forward."""
 
-    def __init__(self, cin: int, exp: int, cout: int, kernel: int, stride: int, squeeze: int, *,
-                 se_gate: str, se_inner: str, bn_eps: float, bn_momentum: float) -> None:
+    def __init__(self, cin: int, exp: int, cout: int, kernels: tuple[int, ...], stride: int, squeeze: int, *,
+                 se_gate: str, se_inner: str, bn_eps: float, bn_momentum: float, kernel_sharing: str = "nested") -> None:
         super().__init__()
         norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        if kernel_sharing == "nested":
+            depthwise: nn.Module = DynamicConvBNAct(exp, exp, max(kernels), stride, depthwise=True, **norm)
+        elif kernel_sharing == "separate":
+            depthwise = KernelChoice(exp, tuple(kernels), stride, **norm)
+        else:
+            raise ValueError(f"kernel_sharing {kernel_sharing!r}: expected nested or separate")
+        self.kernel_sharing = kernel_sharing
         self.block = nn.Sequential(
             DynamicConvBNAct(cin, exp, 1, **norm),
-            DynamicConvBNAct(exp, exp, kernel, stride, depthwise=True, **norm),
+            depthwise,
             DynamicSE(exp, squeeze, se_gate, se_inner),
             DynamicConvBNAct(exp, cout, 1, nl="none", **norm),
         )
@@ -170,8 +194,9 @@ class DynamicBlock(nn.Module):
 
     def static_names(self) -> dict[str, str]:
         """Static block name prefix -> this block's name prefix, for the active layout."""
-        order = (["0"] if self.expand else []) + ["1"] + (["2"] if self.use_se else []) + ["3"]
-        return {f"block.{i}.": f"block.{src}." for i, src in enumerate(order)}
+        dw = "1." if self.kernel_sharing == "nested" else f"1.ops.k{self.block[1].state.kernel}."
+        order = (["0."] if self.expand else []) + [dw] + (["2."] if self.use_se else []) + ["3."]
+        return {f"block.{i}.": f"block.{src}" for i, src in enumerate(order)}
 
 
 class DynamicLinear(nn.Linear):

@@ -27,6 +27,11 @@ from .spaces import SearchSpace
 from .spec import ArchSpec, make_divisible, mid_channels, se_channels
 
 
+# nested: a kernel is the centre of the largest (once-for-all, without its kernel transform);
+# separate: one depthwise weight per kernel size (TuNAS)
+KERNEL_SHARING = ("nested", "separate")
+
+
 def largest_point(space: SearchSpace) -> dict[str, Any]:
     """The point with every choice at its largest (SE on; the NL choice is the first)."""
     point = {}
@@ -45,8 +50,12 @@ def smallest_point(space: SearchSpace) -> dict[str, Any]:
 class Supernet(nn.Module):
     """Every net of ``space`` at the geometry (``in_channels``, ``num_classes``) of a task."""
 
-    def __init__(self, space: SearchSpace, in_channels: int, num_classes: int, resolution: int) -> None:
+    def __init__(self, space: SearchSpace, in_channels: int, num_classes: int, resolution: int,
+                 kernel_sharing: str = "nested") -> None:
         super().__init__()
+        if kernel_sharing not in KERNEL_SHARING:
+            raise UserError(f"kernel sharing {kernel_sharing!r}: expected one of {', '.join(KERNEL_SHARING)}")
+        self.kernel_sharing = kernel_sharing
         if space.fixed and any(r.op != "bneck" and r.op != "conv" for r in space.fixed):
             raise UserError(f"space {space.name}: fixed rows must be conv or bneck rows")
         self.space = space.with_task(num_classes=num_classes, in_channels=in_channels, resolution=resolution)
@@ -69,8 +78,9 @@ class Supernet(nn.Module):
                 exp = make_divisible(max(ch["expand"]) * inp)
                 squeeze = self._max_squeeze(sp, inp, exp, ch)
                 idx.append(len(rows))
-                rows.append(DynamicBlock(inp, exp, out_max, max(ch["kernel"]), stage.stride if j == 0 else 1,
-                                         squeeze, se_gate=se_gate, se_inner="relu", **norm))
+                rows.append(DynamicBlock(inp, exp, out_max, tuple(ch["kernel"]), stage.stride if j == 0 else 1,
+                                         squeeze, se_gate=se_gate, se_inner="relu", kernel_sharing=kernel_sharing,
+                                         **norm))
             self.stage_rows.append(idx)
             cin_max = out_max
         last_out = sp.last_conv or 6 * cin_max
@@ -219,4 +229,4 @@ def parse_arch(space: SearchSpace, code: str) -> dict[str, Any]:
     return params
 
 
-__all__ = ["Supernet", "largest_point", "smallest_point", "parse_arch", "build_shapes"]
+__all__ = ["KERNEL_SHARING", "Supernet", "largest_point", "smallest_point", "parse_arch", "build_shapes"]

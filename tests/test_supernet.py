@@ -36,6 +36,15 @@ MNASNET_SPACE = {  # MnasNet-style SE (a ratio of the block input) and a searche
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread, as the project runs: two threads on a busy 2-core machine crawl."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _perturb_bn(net: torch.nn.Module, seed: int = 0) -> None:
     """Random BN statistics and affine terms: equality must not hide behind identity BN."""
     g = torch.Generator().manual_seed(seed)
@@ -50,15 +59,16 @@ def _perturb_bn(net: torch.nn.Module, seed: int = 0) -> None:
             m.weight.data.normal_(0, 0.5, generator=g)
 
 
-@pytest.mark.parametrize("space_name", ["small", "large-nl", "mnasnet"])
-def test_extracted_subnet_is_the_static_build_with_the_slice(space_name, tmp_path):
+@pytest.mark.parametrize("space_name,sharing", [("small", "nested"), ("large-nl", "nested"), ("mnasnet", "nested"),
+                                                ("small", "separate"), ("mnasnet", "separate")])
+def test_extracted_subnet_is_the_static_build_with_the_slice(space_name, sharing, tmp_path):
     if space_name == "mnasnet":
         path = tmp_path / "mnas.json"
         path.write_text(json.dumps(MNASNET_SPACE))
         space = get_space(str(path))
     else:
         space = get_space(space_name)
-    net = Supernet(space, in_channels=1, num_classes=10, resolution=32)
+    net = Supernet(space, in_channels=1, num_classes=10, resolution=32, kernel_sharing=sharing)
     _perturb_bn(net)
     net.eval()
     x = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -69,11 +79,12 @@ def test_extracted_subnet_is_the_static_build_with_the_slice(space_name, tmp_pat
         with torch.no_grad():
             y = net(x)
         spec, model = net.extract()
-        reference = build(spec)
+        with torch.device("meta"):
+            reference = build(spec).state_dict()
         assert spec == net.space.decode(params)
-        assert list(model.state_dict()) == list(reference.state_dict())  # same names, same order
+        assert list(model.state_dict()) == list(reference)  # same names, same order
         for k, v in model.state_dict().items():
-            assert v.shape == reference.state_dict()[k].shape, k
+            assert v.shape == reference[k].shape, k
         model.eval()
         with torch.no_grad():
             z = model(x)
@@ -301,3 +312,37 @@ def test_search_refuses_a_supernet_of_another_space_or_resolution(tiny, tiny_sup
     with pytest.raises(UserError, match="needs --supernet"):
         run_search(SearchConfig(space=tiny["space"], **{**base, "supernet": None}), data=data,
                    latency_fn=lambda s: 1.0)
+
+
+def test_pipeline_trains_a_supernet_on_first_use_and_searches_with_it(tiny, tmp_path):
+    from nas.pipeline import Pipeline, PipelineConfig
+
+    budget = dict(trials=3, proxy_resolution=16, short_steps=1, long_steps=1, init_steps=1, check_steps=2,
+                  measure_rounds=1, calibrate_nets=0, latency_resolution=32, eval_batches=1, max_train_images=256,
+                  val_size=100, progress=False)
+    out = tmp_path / "pipe"
+    logs: list[str] = []
+    cfg = PipelineConfig(preset="small", out=out, space=tiny["space"], data=str(tiny["data"]), table=tiny["table"],
+                         evaluator="supernet", supernet_steps=3, **budget)
+    Pipeline(cfg, log=logs.append).run()
+    state = json.loads((out / "pipeline.json").read_text())
+    assert list(state["stages"]) == ["supernet", "search", "netadapt", "check", "report"]
+    assert state["stages"]["supernet"]["trained"] and load_checkpoint(out / "supernet")["step"] == 3
+    study_settings = json.loads((out / "search" / "summary.json").read_text()).get("settings", {})
+    assert study_settings.get("evaluator", {}).get("evaluator") == "supernet"
+    assert "weight-sharing supernet" in (out / "report.md").read_text()
+    # NetAdapt started from the search's inherited weights
+    assert (out / "search" / "best_weights.pt").exists()
+
+
+def test_separate_kernels_do_not_share_depthwise_weights():
+    space = get_space("small")
+    net = Supernet(space, 1, 10, 32, kernel_sharing="separate")
+    p3 = {**largest_point(space), "s1_kernel": 3}
+    p5 = {**largest_point(space), "s1_kernel": 5}
+    w3 = net.extract(p3)[1].state_dict()["features.1.block.1.0.weight"]
+    w5 = net.extract(p5)[1].state_dict()["features.1.block.1.0.weight"]
+    assert w3.shape[-1] == 3 and w5.shape[-1] == 5
+    assert not torch.equal(w3, w5[:, :, 1:4, 1:4])
+    with pytest.raises(UserError):
+        Supernet(space, 1, 10, 32, kernel_sharing="bogus")
