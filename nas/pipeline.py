@@ -302,7 +302,7 @@ def render_report(out: Path, state: dict, cfg: PipelineConfig) -> str:
     lines = [f"# MobileNetV3 recipe, preset `{cfg.preset}`", "",
              f"Search space `{cfg.space_name}`, controller `{cfg.controller}`, reward "
              f"ACC x (LAT/TAR)^{cfg.w:g} with TAR = {cfg.against}'s latency on this machine's table; "
-             (f"{cfg.trials} trials of {cfg.search_steps} proxy steps at {cfg.proxy_resolution}x{cfg.proxy_resolution}."
+             + (f"{cfg.trials} trials of {cfg.search_steps} proxy steps at {cfg.proxy_resolution}x{cfg.proxy_resolution}."
               if cfg.evaluator == "proxy" else
               f"{cfg.trials} trials scored with a weight-sharing supernet's inherited weights "
               f"(`{st.get('supernet', {}).get('path', cfg.supernet)}`) at {cfg.proxy_resolution}x{cfg.proxy_resolution}."),

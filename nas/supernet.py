@@ -294,7 +294,7 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
             if start < cfg.steps:
                 log(f"resuming supernet training in {out} at step {start} of {cfg.steps}")
         out.mkdir(parents=True, exist_ok=True)
-        state = {"step": start, "seconds": seconds_before}
+        state = {"step": start, "seconds": seconds_before, "busy": False}
 
         def save() -> None:
             model_sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -308,7 +308,8 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
         images = 0
         t_run = time.perf_counter()
         last_save = time.monotonic()
-        with _Bar(progress, cfg.steps, start, f"supernet {space.name} ({cfg.rule})") as bar:
+        with _Bar(progress, cfg.steps, start, f"supernet {space.name} ({cfg.rule})") as bar, \
+                _save_on_interrupt(save, state):
             step = start
             ema = None
             while step < cfg.steps:
@@ -316,10 +317,14 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
                     break
                 t0 = time.perf_counter()
                 loss_big = _train_step(net, opt, space, cfg, train, step)
-                images += cfg.batch_size
-                state["seconds"] += time.perf_counter() - t0
+                # the update and the step count change together: an interrupt saves either both or neither
+                state["busy"] = True
+                opt.step()
                 step += 1
                 state["step"] = step
+                state["busy"] = False
+                images += cfg.batch_size
+                state["seconds"] += time.perf_counter() - t0
                 ema = loss_big if ema is None else 0.95 * ema + 0.05 * loss_big
                 if step % eval_every == 0 or step == cfg.steps:
                     curves.append(_curve_point(net, space, cfg, data, step, ema, state["seconds"]))
@@ -334,6 +339,21 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
         return TrainOutcome(out, state["step"], start, state["seconds"], images / wall if wall > 0 else 0.0, curves)
     finally:
         torch.set_num_threads(threads_before)
+
+
+class _save_on_interrupt:
+    """Ctrl-C (or SIGTERM, which the CLI turns into one) saves the last finished step first."""
+
+    def __init__(self, save: Callable[[], None], state: dict) -> None:
+        self.save, self.state = save, state
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is KeyboardInterrupt and not self.state["busy"]:
+            self.save()
+        return False
 
 
 def _check_resume(was: dict, now: dict, out: Path) -> None:
@@ -351,7 +371,7 @@ def _check_resume(was: dict, now: dict, out: Path) -> None:
 
 
 def _train_step(net, opt, space, cfg: SupernetConfig, train, step: int) -> float:
-    """One optimizer step over the step's nets; returns the first net's loss."""
+    """The gradients of one step over the step's nets (the caller applies them); returns the first net's loss."""
     for group in opt.param_groups:
         group["lr"] = lr_at(cfg, step)
     x, y = train.batch(batch_positions(len(train), cfg.batch_size, cfg.seed, step))
@@ -377,7 +397,6 @@ def _train_step(net, opt, space, cfg: SupernetConfig, train, step: int) -> float
         raise UserError(f"supernet training diverged at step {step} (loss {first_loss}); lower --lr")
     if cfg.grad_clip:
         nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-    opt.step()
     return first_loss
 
 

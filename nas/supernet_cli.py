@@ -86,8 +86,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     get_space(cfg.space)  # a bad space name fails before the data set loads
     data = load_dataset(args.data)
+    from .search_cli import _sigterm_as_interrupt
+
     try:
-        outcome = train_supernet(cfg, args.out, data, progress=not args.no_progress)
+        with _sigterm_as_interrupt():
+            outcome = train_supernet(cfg, args.out, data, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"nas: interrupted; the last checkpoint in {args.out} is kept: run the same command to continue",
               file=sys.stderr)

@@ -346,3 +346,28 @@ def test_separate_kernels_do_not_share_depthwise_weights():
     assert not torch.equal(w3, w5[:, :, 1:4, 1:4])
     with pytest.raises(UserError):
         Supernet(space, 1, 10, 32, kernel_sharing="bogus")
+
+
+def test_ctrl_c_saves_the_last_finished_step(tiny, tiny_supernet, tmp_path, monkeypatch):
+    import nas.supernet as sn
+
+    data = load_dataset(tiny["data"])
+    out = tmp_path / "interrupted"
+    real = sn._train_step
+    calls = {"n": 0}
+
+    def interrupt_in_step_four(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:  # mid-step: gradients half computed, nothing applied
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(sn, "_train_step", interrupt_in_step_four)
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(_tiny_cfg(tiny), out, data, progress=False)
+    assert load_checkpoint(out)["step"] == 3  # the checkpoint interval (60 min) never came
+    monkeypatch.setattr(sn, "_train_step", real)
+    train_supernet(_tiny_cfg(tiny), out, data, progress=False)
+    a, b = _weights(tiny_supernet), _weights(out)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
