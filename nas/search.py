@@ -47,11 +47,13 @@ from search_space.errors import UserError
 
 from . import study as st
 from .evaluators import EVALUATORS, Evaluation, ProxyEvaluator
+from .progress import Bar
 from .reward import Reward, check_target, make_reward
 
 CONTROLLERS = ("rl", "tpe", "nsga2", "random")
 
 DEFAULT_TRIALS = 12  # the README main command must finish in ~15 min on 2 cores
+DEFAULT_SUPERNET_TRIALS = 500  # --evaluator supernet: about a second a net, so ~10 min on one core
 DEFAULT_OUT = "results/search"
 DEFAULT_STUDY = "nas-search"
 DEFAULT_STEPS = 300  # proxy budget: seed std 0.27 points vs 1.5 points between nets (experiments/proxy_budget.py)
@@ -329,43 +331,16 @@ def _find_evaluated(study: optuna.Study, net_key: str, number: int):
 
 
 # ---- the search -------------------------------------------------------------------------------
-class _Bar:
-    """A rich progress bar (stderr): completed trials of the budget and the best reward so far."""
+class _Bar(Bar):
+    """The search's bar: completed trials of the budget and the best reward so far."""
 
     def __init__(self, enabled: bool, total: int, done: int, label: str) -> None:
-        self.enabled = enabled
-        self._p = None
-        self._task = None
-        self.total, self.done, self.label = total, done, label
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TextColumn("best reward {task.fields[best]}"), TimeElapsedColumn(),
-                               TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True))
-            self._p.__enter__()
-            self._task = self._p.add_task(self.label, total=self.total, completed=self.done, best="-")
-        return self
+        super().__init__(enabled, total, done, label, ("best_reward",))
 
     def update(self, done: int, best: dict | None) -> None:
-        if self._p is not None:
-            text = "-" if best is None else (f"{best['reward']:.4f} (trial {best['number']}: acc {best['accuracy']:.4f}, "
-                                             f"{best['latency_ms']:.3g} ms)")
-            self._p.update(self._task, completed=min(done, self.total), best=text)
-
-    def log(self, text: str) -> None:
-        if self._p is not None:
-            self._p.console.print(text, highlight=False, markup=False)
-        else:
-            print(text, file=sys.stderr)
-
-    def __exit__(self, *exc):
-        if self._p is not None:
-            self._p.__exit__(*exc)
+        text = "-" if best is None else (f"{best['reward']:.4f} (trial {best['number']}: acc {best['accuracy']:.4f}, "
+                                         f"{best['latency_ms']:.3g} ms)")
+        super().update(done, best_reward=text)
 
 
 def _sampler_seed(seed: int, existing: int, shared: bool) -> int:
@@ -671,7 +646,7 @@ def zoo_reference(study, names, reward: Reward, latency_fn, evaluator, lat_geome
 
 
 __all__ = [
-    "CONTROLLERS", "DEFAULT_STEPS", "DEFAULT_TRIALS", "Evaluation", "Objective", "SearchConfig", "SearchOutcome",
+    "CONTROLLERS", "DEFAULT_STEPS", "DEFAULT_SUPERNET_TRIALS", "DEFAULT_TRIALS", "Evaluation", "Objective", "SearchConfig", "SearchOutcome",
     "TableLatency", "default_table_path", "ensure_table", "load_space", "make_sampler", "proxy_config",
     "proxy_evaluator", "run_search", "zoo_reference",
 ]

@@ -17,7 +17,8 @@ import math
 import sys
 
 from .evaluators import DEFAULT_RECALIB_IMAGES, DEFAULT_VAL_IMAGES, EVALUATORS
-from .search import CONTROLLERS, DEFAULT_CALIBRATION_NETS, DEFAULT_OUT, DEFAULT_STEPS, DEFAULT_TRIALS
+from .search import (CONTROLLERS, DEFAULT_CALIBRATION_NETS, DEFAULT_OUT, DEFAULT_STEPS, DEFAULT_SUPERNET_TRIALS,
+                     DEFAULT_TRIALS)
 
 
 def _number(flag: str):
@@ -69,8 +70,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--controller", default="rl", choices=CONTROLLERS,
                    help="rl (MnasNet-style policy gradient), tpe, nsga2 (accuracy and latency, Pareto front), "
                         "random (default rl)")
-    g.add_argument("--trials", type=_int("--trials", 1), default=DEFAULT_TRIALS,
-                   help=f"completed trials in the study in all, resumes included (default {DEFAULT_TRIALS})")
+    g.add_argument("--trials", type=_int("--trials", 1), default=None,
+                   help=f"completed trials in the study in all, resumes included (default {DEFAULT_TRIALS}; "
+                        f"{DEFAULT_SUPERNET_TRIALS} with --evaluator supernet)")
     g.add_argument("--timeout", type=_number("--timeout"), default=None, help="stop starting trials after S seconds")
     g.add_argument("--seed", type=int, default=0, help="controller, proxy and initial-weight seed (default 0)")
     g.add_argument("--enqueue-known", action=argparse.BooleanOptionalAction, default=None,
@@ -143,7 +145,9 @@ def config_from_args(args: argparse.Namespace):
              "val_size": args.val_size, "max_train_images": args.max_train_images, "threads": args.threads}
     return SearchConfig(
         space=args.space, controller=args.controller, target_ms=args.target_ms, target_like=args.target_like,
-        w=args.w, alpha=args.alpha, beta=args.beta, hard=args.hard, trials=args.trials, timeout=args.timeout,
+        w=args.w, alpha=args.alpha, beta=args.beta, hard=args.hard,
+        trials=args.trials or (DEFAULT_SUPERNET_TRIALS if args.evaluator == "supernet" else DEFAULT_TRIALS),
+        timeout=args.timeout,
         storage=args.storage, study=args.study, out=args.out, data=args.data, seed=args.seed, table=args.table,
         resolution=args.resolution, proxy={k: v for k, v in proxy.items() if v is not None},
         enqueue_known=args.enqueue_known, zoo_reference=zoo_ref, calibrate_nets=args.calibrate,

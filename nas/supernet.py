@@ -41,6 +41,8 @@ from torch import nn
 
 from search_space.errors import UserError
 
+from .progress import Bar
+
 RULES = ("sandwich", "uniform")
 CHECKPOINT = "supernet.pt"
 META = "supernet.json"
@@ -308,7 +310,7 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
         images = 0
         t_run = time.perf_counter()
         last_save = time.monotonic()
-        with _Bar(progress, cfg.steps, start, f"supernet {space.name} ({cfg.rule})") as bar, \
+        with Bar(progress, cfg.steps, start, f"supernet {space.name} ({cfg.rule})", ("loss",)) as bar, \
                 _save_on_interrupt(save, state):
             step = start
             ema = None
@@ -329,7 +331,7 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
                 if step % eval_every == 0 or step == cfg.steps:
                     curves.append(_curve_point(net, space, cfg, data, step, ema, state["seconds"]))
                     bar.log(_curve_text(curves[-1]))
-                bar.update(step, ema)
+                bar.update(step, loss=f"{ema:.3f}")
                 if time.monotonic() - last_save >= cfg.checkpoint_minutes * 60:
                     save()
                     last_save = time.monotonic()
@@ -447,41 +449,6 @@ def _plot_curves(curves: list[dict], path: Path, name: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-class _Bar:
-    """A rich progress bar on stderr: steps, smoothed loss, ETA."""
-
-    def __init__(self, enabled: bool, total: int, done: int, label: str) -> None:
-        self.enabled, self.total, self.done, self.label = enabled, total, done, label
-        self._p = self._task = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("eta"),
-                               TimeRemainingColumn(), console=Console(stderr=True))
-            self._p.__enter__()
-            self._task = self._p.add_task(self.label, total=self.total, completed=self.done, loss="-")
-        return self
-
-    def update(self, done: int, loss: float | None) -> None:
-        if self._p is not None:
-            self._p.update(self._task, completed=done, loss="-" if loss is None else f"{loss:.3f}")
-
-    def log(self, text: str) -> None:
-        if self._p is not None:
-            self._p.console.print(text, highlight=False, markup=False)
-        else:
-            print(text, file=sys.stderr)
-
-    def __exit__(self, *exc):
-        if self._p is not None:
-            self._p.__exit__(*exc)
 
 
 __all__ = ["SupernetConfig", "TrainOutcome", "train_supernet", "open_supernet", "load_checkpoint", "RULES",
