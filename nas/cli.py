@@ -81,7 +81,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.onnx)
     if not out.parent.exists():
         raise UserError(f"--onnx {out}: folder {out.parent} does not exist")
-    model = build(spec, seed=0).eval()
+    model = build(spec, seed=0)
+    if args.weights:  # e.g. a supernet subnet (`nas supernet eval ... --out`) or a search's best_weights.pt
+        from search_space import load_torchvision_state_dict
+
+        load_torchvision_state_dict(model, args.weights)
+    model.eval()
     x = torch.randn(1, spec.in_channels, spec.resolution, spec.resolution, generator=torch.Generator().manual_seed(0))
     export_module(model, (x,), out)
     err = max_abs_diff(model, (x,), out)
@@ -123,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a net as ONNX and check onnxruntime against torch")
     p.add_argument("spec", help="zoo name or spec JSON file")
     p.add_argument("--onnx", required=True, help="output .onnx path")
+    p.add_argument("--weights", default=None, metavar="W",
+                   help="state dict for SPEC (default: freshly initialised weights)")
     p.set_defaults(func=cmd_export)
 
     for module_name, func in AREAS:

@@ -371,3 +371,36 @@ def test_ctrl_c_saves_the_last_finished_step(tiny, tiny_supernet, tmp_path, monk
     a, b = _weights(tiny_supernet), _weights(out)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_exported_subnet_carries_the_inherited_weights(tiny, tiny_supernet, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    space = get_space(tiny["space"])
+    arch = space.code({k: v[0] for k, v in space.choices().items()})
+    sub = tmp_path / "sub"
+    env = _env()
+    r = subprocess.run([sys.executable, "-m", "nas.cli", "supernet", "eval", str(tiny_supernet), arch, "--data",
+                        str(tiny["data"]), "--val-images", "100", "--recalib-images", "64", "--out", str(sub)],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    onnx = tmp_path / "sub.onnx"
+    r = subprocess.run([sys.executable, "-m", "nas.cli", "export", str(sub / "spec.json"), "--onnx", str(onnx),
+                        "--weights", str(sub / "weights.pt")], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from search_space import ArchSpec
+
+    spec = ArchSpec.load(sub / "spec.json")
+    model = build(spec)
+    model.load_state_dict(torch.load(sub / "weights.pt"))
+    model.eval()
+    x = torch.randn(1, spec.in_channels, spec.resolution, spec.resolution)  # exported at batch 1
+    session = ort.InferenceSession(str(onnx))
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert np.allclose(got, want, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+    fresh = build(spec, seed=0).eval()
+    with torch.no_grad():
+        assert not np.allclose(fresh(x).numpy(), want, atol=1e-3)  # the weights are the subnet's, not an init
