@@ -96,7 +96,8 @@ def standalone(args, space, nets, log: RunLog, data) -> None:
         for s in range(args.truth_seeds):
             jobs.append((label, params, "truth", s, args.truth_steps))
         jobs.append((label, params, "proxy", 0, DEFAULT_STEPS))
-    todo = [j for j in jobs if not log.done(j[0], j[2], j[3])]
+    k, n = args.shard
+    todo = [j for i, j in enumerate(jobs) if i % n == k and not log.done(j[0], j[2], j[3])]
     print(f"standalone runs: {len(jobs) - len(todo)} of {len(jobs)} done, {len(todo)} to go", file=sys.stderr)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -237,6 +238,16 @@ def _machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}"
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected K/N, e.g. 0/2") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: need 0 <= K < N")
+    return k, n
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--phase", choices=("standalone", "supernet", "report", "all"), default="all")
@@ -246,6 +257,8 @@ def main(argv=None) -> int:
     p.add_argument("--truth-seeds", type=int, default=2)
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--data", default=None)
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N",
+                   help="standalone phase: run only every N-th job from the K-th (one process per core)")
     p.add_argument("--supernet", action="append", default=[], help="supernet folder (repeatable)")
     p.add_argument("--out", default=str(RESULTS / "supernet_fidelity"), help="output prefix")
     args = p.parse_args(argv)

@@ -404,3 +404,13 @@ def test_exported_subnet_carries_the_inherited_weights(tiny, tiny_supernet, tmp_
     fresh = build(spec, seed=0).eval()
     with torch.no_grad():
         assert not np.allclose(fresh(x).numpy(), want, atol=1e-3)  # the weights are the subnet's, not an init
+
+
+def test_search_cli_refuses_bad_evaluator_flags(tmp_path):
+    for args, msg in ((["--evaluator", "supernet"], "needs --supernet"),
+                      (["--supernet", str(tmp_path)], "only used with --evaluator supernet"),
+                      (["--evaluator", "supernet", "--supernet", str(tmp_path / "none")], "no supernet checkpoint")):
+        r = subprocess.run([sys.executable, "-m", "nas.cli", "search", "--out", str(tmp_path / "s"), "--no-progress",
+                            *args], env=_env(), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and msg in r.stderr, r.stderr[-1500:]
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
