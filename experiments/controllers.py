@@ -27,7 +27,6 @@ experiments/results/controllers/.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import math

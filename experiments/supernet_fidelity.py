@@ -137,6 +137,33 @@ def supernet_scores(args, space, nets, log: RunLog, data) -> None:
             print(f"{tag} {label}: {r.accuracy:.4f}", file=sys.stderr)
 
 
+def side_by_side_cost(args, space, nets, data, prefix: Path, n: int = 3) -> dict:
+    """Seconds per net of the proxy and of each supernet on the same nets, in one process, one thread."""
+    import statistics
+
+    from nas.evaluators import ProxyEvaluator, SupernetEvaluator
+    from nas.search import proxy_config
+
+    proxy = ProxyEvaluator(data, proxy_config({"resolution": args.resolution}, 0))
+    evaluators = [("proxy", proxy)] + [(f"supernet:{Path(s).name}", SupernetEvaluator.open(s, data, space=space))
+                                       for s in args.supernet]
+    picks = nets[:: max(1, len(nets) // n)][:n]
+    out: dict = {}
+    for name, ev in evaluators:
+        secs = []
+        for label, params in picks:
+            spec = space.decode(params, resolution=args.resolution, in_channels=data.in_channels,
+                                num_classes=data.num_classes, name=label)
+            t0 = time.perf_counter()
+            ev(spec)
+            secs.append(time.perf_counter() - t0)
+        out[name] = {"median_seconds": statistics.median(secs), "seconds": secs,
+                     "nets_per_hour_one_core": 3600 / statistics.median(secs)}
+        print(f"{name}: {statistics.median(secs):.2f} s per net", file=sys.stderr)
+    Path(str(prefix) + "_cost.json").write_text(json.dumps({"nets": [lab for lab, _ in picks], **out}, indent=1) + "\n")
+    return out
+
+
 def _rank_stats(a: list[float], b: list[float]) -> tuple[float, float]:
     from scipy.stats import kendalltau, spearmanr
 
@@ -167,6 +194,11 @@ def report(args, space, nets, log: RunLog, prefix: Path) -> dict:
     scores = {"proxy": runs[runs.kind == "proxy"].set_index("net").val_accuracy}
     cost = {"proxy": runs[runs.kind == "proxy"].seconds.median(),
             "truth (1 seed)": truth_runs.seconds.median()}
+    side = Path(str(prefix) + "_cost.json")
+    if side.exists():  # measured side by side in one run: preferred over the runs' own timings
+        for name, v in json.loads(side.read_text()).items():
+            if isinstance(v, dict) and "median_seconds" in v:
+                cost[name] = v["median_seconds"]
     for tag, g in runs[runs.kind == "supernet"].groupby("evaluator"):
         scores[f"supernet:{tag}"] = g.set_index("net").val_accuracy
         cost[f"supernet:{tag}"] = g.seconds.median()
@@ -250,7 +282,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--phase", choices=("standalone", "supernet", "report", "all"), default="all")
+    p.add_argument("--phase", choices=("standalone", "supernet", "cost", "report", "all"), default="all")
     p.add_argument("--space", default="small")
     p.add_argument("--nets", type=int, default=40)
     p.add_argument("--truth-steps", type=int, default=900)
@@ -270,8 +302,10 @@ def main(argv=None) -> int:
     prefix = Path(args.out)
     log = RunLog(Path(str(prefix) + "_runs.csv"))
     data = None
-    if args.phase in ("standalone", "supernet", "all"):
+    if args.phase in ("standalone", "supernet", "cost", "all"):
         data = load_dataset(args.data)
+    if args.phase == "cost":
+        side_by_side_cost(args, space, nets, data, prefix)
     if args.phase in ("standalone", "all"):
         standalone(args, space, nets, log, data)
     if args.phase in ("supernet", "all") and args.supernet:
