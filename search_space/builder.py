@@ -70,14 +70,15 @@ def build_features(spec: ArchSpec) -> nn.Sequential:
     return nn.Sequential(*[build_row(spec, layer) for layer in spec.layers() if layer.row.op not in ("pool", "fc")])
 
 
-def build(spec: ArchSpec, seed: int | None = None) -> nn.Module:
-    """A torch model for `spec` (eval/train mode is the caller's). `seed` fixes the init."""
+def build(spec: ArchSpec, seed: int | None = None, init: bool = True) -> nn.Module:
+    """A torch model for `spec` (eval/train mode is the caller's). `seed` fixes the init;
+    ``init=False`` skips torchvision's initialisation (for weights that are loaded next)."""
     if not isinstance(spec, ArchSpec):
         raise UserError(f"build() needs an ArchSpec, got {type(spec).__name__}")
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return build(spec)
+            return build(spec, init=init)
     features = build_features(spec)
     spatial = [lay for lay in spec.layers() if lay.row.op not in ("pool", "fc")]
     if spec.seg_head is not None:
@@ -86,7 +87,8 @@ def build(spec: ArchSpec, seed: int | None = None) -> nn.Module:
         model: nn.Module = SegmentationNet(features, head, spec.seg_head.low_row)
     else:
         model = ClassifierNet(features, build_classifier(spec, spatial[-1].out_shape[0]))
-    init_weights(model)
+    if init:
+        init_weights(model)
     return model
 
 

@@ -152,17 +152,17 @@ class Supernet(nn.Module):
             self.activate(params)
         assert self.active is not None
         spec = self.spec(self.active, name=name)
-        with torch.device("meta"):  # no initialisation: every tensor comes from the supernet
-            model = build(spec)
-        model.load_state_dict(self.subnet_state_dict(), assign=True)
+        with torch.device("meta"):  # no memory, no initialisation: every tensor comes from the supernet
+            model = build(spec, init=False)
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        model.load_state_dict(self.subnet_state_dict(shapes), assign=True)
         model.train(self.training)
         return spec, model
 
-    def subnet_state_dict(self) -> dict[str, torch.Tensor]:
+    def subnet_state_dict(self, shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
         """The active net's state dict, with `build(spec)`'s names and shapes."""
         assert self.active is not None
-        spec = self.spec(self.active)
-        target = build_shapes(spec)
+        target = shapes if shapes is not None else build_shapes(self.spec(self.active))
         mine = self.state_dict()
         out: dict[str, torch.Tensor] = {}
         renames: dict[int, tuple[int, dict[str, str]]] = {}
@@ -194,7 +194,7 @@ def build_shapes(spec: ArchSpec) -> dict[str, tuple[int, ...]]:
     shapes = _SHAPES.get(key)
     if shapes is None:
         with torch.device("meta"):
-            model = build(dataclasses.replace(spec, name="shapes"))
+            model = build(dataclasses.replace(spec, name="shapes"), init=False)
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         if len(_SHAPES) > 4096:
             _SHAPES.clear()
