@@ -22,8 +22,11 @@ from search_space.errors import UserError
 
 EVALUATORS = ("proxy", "supernet")
 # defaults chosen with experiments/supernet_eval_noise.py: see the README
-DEFAULT_RECALIB_IMAGES = 1024
-DEFAULT_VAL_IMAGES = 2500
+# Fashion-MNIST squeezes the differences between nets (std ~0.2 points): smaller subsets ranked
+# nets by their image subset more than by the nets (rank tau 0.06-0.29 between subsets of <= 2,500
+# validation images, 0.70 with 2,048 recalibration images and all 10,000)
+DEFAULT_RECALIB_IMAGES = 2048
+DEFAULT_VAL_IMAGES = None  # all held-out images
 RECALIB_BATCH = 128
 
 
@@ -176,15 +179,33 @@ def score_model(model, data, *, resolution: int, val_size, split_seed: int, reca
     vorder = torch.randperm(len(val), generator=g)[:n] if n < len(val) else torch.arange(len(val))
     correct = 0
     finite = True
+    scorer = fused_copy(model)  # BN folded into the convs: 10-35% faster, same logits to ~1e-5
     with torch.inference_mode():
-        for i in range(0, n, 500):
-            x, y = val.batch(vorder[i:i + 500])
-            logits = model(prep(x))
+        for i in range(0, n, 1000):
+            x, y = val.batch(vorder[i:i + 1000])
+            logits = scorer(prep(x))
             finite &= bool(torch.isfinite(logits).all())
             correct += int((logits.argmax(1).cpu() == y).sum())
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     return correct / max(n, 1) if finite else math.nan
+
+
+def fused_copy(model):
+    """An eval-mode copy of ``model`` with each conv's BatchNorm folded into the conv."""
+    import copy
+
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from search_space.modules import ConvBNAct
+
+    fused = copy.deepcopy(model).eval()
+    for mod in fused.modules():
+        if isinstance(mod, ConvBNAct) and len(mod) > 1 and isinstance(mod[1], torch.nn.BatchNorm2d):
+            mod[0] = fuse_conv_bn_eval(mod[0], mod[1])
+            mod[1] = torch.nn.Identity()
+    return fused
 
 
 class _threads:

@@ -16,7 +16,7 @@ import argparse
 import math
 import sys
 
-from .evaluators import DEFAULT_RECALIB_IMAGES, DEFAULT_VAL_IMAGES, EVALUATORS
+from .evaluators import DEFAULT_RECALIB_IMAGES, EVALUATORS
 from .search import (CONTROLLERS, DEFAULT_CALIBRATION_NETS, DEFAULT_OUT, DEFAULT_STEPS, DEFAULT_SUPERNET_TRIALS,
                      DEFAULT_TRIALS)
 
@@ -111,7 +111,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     ev.add_argument("--recalib-images", type=_int("--recalib-images", 1), default=None,
                     help=f"supernet: training images for BN recalibration (default {DEFAULT_RECALIB_IMAGES})")
     ev.add_argument("--val-images", type=_int("--val-images", 1), default=None,
-                    help=f"supernet: held-out images scored (default {DEFAULT_VAL_IMAGES})")
+                    help="supernet: held-out images scored (default: all)")
 
     pr = p.add_argument_group("accuracy: proxy training")
     pr.add_argument("--data", default=None, help="data set folder (default: Debian's Fashion-MNIST)")

@@ -67,7 +67,8 @@ def register(sub) -> None:
     e.add_argument("net", metavar="ARCH|SPEC", help="arch code (as in trials.csv), spec JSON or zoo net of the space")
     e.add_argument("--data", default=None, help="data set folder (default: Debian's Fashion-MNIST)")
     e.add_argument("--recalib-images", type=_int("--recalib-images", 1), default=DEFAULT_RECALIB_IMAGES)
-    e.add_argument("--val-images", type=_int("--val-images", 1), default=DEFAULT_VAL_IMAGES)
+    e.add_argument("--val-images", type=_int("--val-images", 1), default=DEFAULT_VAL_IMAGES,
+                   help="held-out images scored (default: all)")
     e.add_argument("--test", action="store_true", help="also score the test set (final reports only)")
     e.add_argument("--out", default=None, help="write spec.json and weights.pt of the subnet here")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -154,7 +155,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=1))
     else:
-        line = (f"{out['arch']}: held-out accuracy {out['val_accuracy']:.4f} on {args.val_images} images "
+        line = (f"{out['arch']}: held-out accuracy {out['val_accuracy']:.4f} on {args.val_images or 'all'} images "
                 f"({seconds:.2f} s; {cost.params / 1e6:.2f} M params, {cost.madds / 1e6:.1f} M MAdds at "
                 f"{spec.resolution}x{spec.resolution})")
         if "test_accuracy" in out:
