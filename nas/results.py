@@ -7,7 +7,7 @@ Written to the output folder (each file atomically, so readers never see half a 
 - ``best.json``: the best net's spec (highest reward; at the latency geometry, 224x224x3 by
   default): ``nas show best.json`` renders it;
 - ``best_table.txt``: the best net as the paper's table, diffed against the space's seed;
-- ``best_weights.pt`` + ``best_train.json`` + ``best_weights.json``: the proxy-trained weights
+- ``best_weights.pt`` + ``best_train.json`` + ``best_weights.json``: the proxy-trained (or supernet-inherited) weights
   of the best net this folder's worker trained, with the spec they fit (proxy geometry);
 - ``pareto.csv``: the completed trials no other trial beats on both accuracy and latency;
 - ``summary.json``: settings, counts, best trial, Pareto front, the zoo nets (proxy-trained
@@ -297,7 +297,7 @@ def plot_accuracy_latency(study: optuna.Study, path: str | Path, *, settings: di
         ax.scatter([z["latency_ms"]], [z["accuracy"]], marker="D", s=55, color="black", zorder=4)
         ax.annotate(name, (z["latency_ms"], z["accuracy"]), textcoords="offset points", xytext=(6, -10), fontsize=8)
     ax.set_xlabel("latency (ms, lookup table)")
-    ax.set_ylabel("proxy accuracy")
+    ax.set_ylabel("supernet accuracy (inherited weights)" if settings.get("evaluator") else "proxy accuracy")
     title = f"{study.study_name}: {settings.get('space', '')} space, {settings.get('controller', '')}"
     ax.set_title(title)
     ax.grid(alpha=0.3)
