@@ -99,8 +99,10 @@ class SupernetConfig:
             bad("num_random", "must be >= 1 with the uniform rule")
         if not self.lr > 0:
             bad("lr", "must be > 0")
-        if not 0 <= self.warmup < 1 or not 0 <= self.warmup_largest <= 1:
-            bad("warmup", "fractions must be in [0, 1)")
+        if not 0 <= self.warmup < 1:
+            bad("warmup", "must be a fraction in [0, 1)")
+        if not 0 <= self.warmup_largest <= 1:
+            bad("warmup_largest", "must be a fraction in [0, 1]")
         if not self.checkpoint_minutes > 0:
             bad("checkpoint_minutes", "must be > 0")
 
