@@ -53,7 +53,7 @@ from .reward import Reward, check_target, make_reward
 CONTROLLERS = ("rl", "tpe", "nsga2", "random")
 
 DEFAULT_TRIALS = 12  # the README main command must finish in ~15 min on 2 cores
-DEFAULT_SUPERNET_TRIALS = 500  # --evaluator supernet: about a second a net, so ~10 min on one core
+DEFAULT_SUPERNET_TRIALS = 500  # --evaluator supernet: 2-4 s a net here, so 15-30 min on one core
 DEFAULT_OUT = "results/search"
 DEFAULT_STUDY = "nas-search"
 DEFAULT_STEPS = 300  # proxy budget: seed std 0.27 points vs 1.5 points between nets (experiments/proxy_budget.py)

@@ -106,7 +106,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     ev = p.add_argument_group("accuracy: how a net is scored")
     ev.add_argument("--evaluator", default="proxy", choices=EVALUATORS,
                     help="proxy: train each net from scratch (~35 s); supernet: inherit its weights from a trained "
-                         "supernet (`nas supernet train`), recalibrate BN, score (about a second) (default proxy)")
+                         "supernet (`nas supernet train`), recalibrate BN, score (2-4 s here) (default proxy)")
     ev.add_argument("--supernet", default=None, metavar="DIR", help="the supernet folder (--evaluator supernet)")
     ev.add_argument("--recalib-images", type=_int("--recalib-images", 1), default=None,
                     help=f"supernet: training images for BN recalibration (default {DEFAULT_RECALIB_IMAGES})")

@@ -1,4 +1,4 @@
-"""`nas supernet train|eval`: a weight-sharing supernet that scores a net in about a second.
+"""`nas supernet train|eval`: a weight-sharing supernet that scores a net in seconds.
 
     nas supernet train --space small --out DIR [--data PATH] [--steps N] [--resolution 32] [--seed S]
     nas supernet eval DIR ARCH|SPEC [--out SUBNET_DIR]
