@@ -97,8 +97,10 @@ def standalone(args, space, nets, log: RunLog, data) -> None:
             jobs.append((label, params, "truth", s, args.truth_steps))
         jobs.append((label, params, "proxy", 0, DEFAULT_STEPS))
     k, n = args.shard
-    todo = [j for i, j in enumerate(jobs) if i % n == k and not log.done(j[0], j[2], j[3])]
-    print(f"standalone runs: {len(jobs) - len(todo)} of {len(jobs)} done, {len(todo)} to go", file=sys.stderr)
+    mine = [j for i, j in enumerate(jobs) if i % n == k]
+    todo = [j for j in mine if not log.done(j[0], j[2], j[3])]
+    print(f"standalone runs (shard {k}/{n}): {len(mine) - len(todo)} of {len(mine)} done, {len(todo)} to go",
+          file=sys.stderr)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
