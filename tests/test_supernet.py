@@ -406,11 +406,16 @@ def test_exported_subnet_carries_the_inherited_weights(tiny, tiny_supernet, tmp_
         assert not np.allclose(fresh(x).numpy(), want, atol=1e-3)  # the weights are the subnet's, not an init
 
 
-def test_search_cli_refuses_bad_evaluator_flags(tmp_path):
-    for args, msg in ((["--evaluator", "supernet"], "needs --supernet"),
-                      (["--supernet", str(tmp_path)], "only used with --evaluator supernet"),
-                      (["--evaluator", "supernet", "--supernet", str(tmp_path / "none")], "no supernet checkpoint")):
-        r = subprocess.run([sys.executable, "-m", "nas.cli", "search", "--out", str(tmp_path / "s"), "--no-progress",
-                            *args], env=_env(), capture_output=True, text=True, timeout=300)
-        assert r.returncode == 2 and msg in r.stderr, r.stderr[-1500:]
-        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+def test_search_cli_refuses_bad_evaluator_flags(tiny, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "nas.cli", "search", "--out", str(tmp_path / "s"), "--no-progress",
+                        "--evaluator", "supernet"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "needs --supernet" in r.stderr, r.stderr[-1500:]
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    from nas.search import SearchConfig, run_search
+
+    data = load_dataset(tiny["data"])
+    for kw, msg in (({"supernet": str(tmp_path)}, "only used with --evaluator supernet"),
+                    ({"evaluator": "supernet", "supernet": str(tmp_path / "none")}, "no supernet checkpoint")):
+        with pytest.raises(UserError, match=msg):
+            run_search(SearchConfig(space=tiny["space"], out=tmp_path / "s", progress=False, target_ms=1.0, **kw),
+                       data=data, latency_fn=lambda s: 1.0)
