@@ -121,27 +121,19 @@ class SupernetEvaluator:
         return Evaluation(acc if finite else math.nan, not finite, time.perf_counter() - t0, extra, model=model)
 
     def settings(self) -> dict:
-        ckpt = self.folder / "supernet.pt"
         import hashlib
         import json
 
-        ident = json.dumps({k: self.meta[k] for k in ("space_fingerprint", "data", "resolution", "config")},
-                           sort_keys=True, default=str)
+        from .supernet import SupernetConfig
+
+        config = {k: v for k, v in self.meta["config"].items() if k not in SupernetConfig.IDENTITY_EXEMPT}
+        ident = json.dumps({"space": self.meta["space_fingerprint"], "data": self.meta["data"],
+                            "resolution": self.meta["resolution"], "config": config}, sort_keys=True, default=str)
         return {"evaluator": "supernet", "supernet_id": hashlib.sha1(ident.encode()).hexdigest()[:16],
                 "supernet_space": self.meta["space"], "supernet_fingerprint": self.meta["space_fingerprint"],
-                "supernet_steps": _checkpoint_step(ckpt), "resolution": self.resolution,
+                "supernet_steps": self.meta.get("step"), "resolution": self.resolution,
                 "val_size": self.val_size, "split_seed": self.split_seed,
                 "recalib_images": self.recalib_images, "val_images": self.val_images}
-
-
-def _checkpoint_step(path: Path) -> int | None:
-    import json
-
-    meta = path.with_name("supernet.json")
-    try:
-        return int(json.loads(meta.read_text())["step"])
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def score_active(net, data, **kw) -> float:

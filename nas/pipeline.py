@@ -31,6 +31,7 @@ PRESETS = {
     "small": {"space": "small", "w": -0.15, "against": "mnv3-small"},
 }
 STAGES = ("supernet", "search", "netadapt", "check", "report")
+EVALUATOR_DEFAULTS = {"evaluator": "proxy", "supernet": None, "supernet_steps": None}
 
 
 @dataclass
@@ -118,8 +119,11 @@ class Pipeline:
                 state = json.loads(self.state_path.read_text())
             except json.JSONDecodeError:
                 raise UserError(f"{self.state_path}: corrupt pipeline state; remove it to start over") from None
-            was = state.get("settings", {})
+            was = dict(state.get("settings", {}))
             now = self.cfg.settings()
+            for k, default in EVALUATOR_DEFAULTS.items():  # absent in a proxy run's settings: compare as defaults
+                was.setdefault(k, default)
+                now.setdefault(k, default)
             changed = [k for k in now if k in was and was[k] != now[k]]
             if changed:
                 k = changed[0]
@@ -187,9 +191,15 @@ class Pipeline:
         started = time.time()
         c = self.cfg
         if c.supernet:
-            from nas.supernet import load_checkpoint
+            from nas.search import load_space
+            from nas.supernet import open_supernet
 
-            load_checkpoint(c.supernet)  # fail now, not after the table is built
+            # refused now (another space, data set, resolution or split), not after the table is built
+            _, meta = open_supernet(c.supernet, space=load_space(c.space_name), data=self.data(),
+                                    resolution=c.proxy_resolution)
+            if meta["config"]["val_size"] != c.val_size:
+                raise UserError(f"--supernet {c.supernet}: trained with val_size {meta['config']['val_size']}, "
+                                f"not {c.val_size}: its training images would overlap this run's held-out images")
             self._finish("supernet", {"path": str(c.supernet), "trained": False}, started)
             return
         from nas.supernet import SupernetConfig, train_supernet

@@ -200,8 +200,13 @@ def supernet_evaluator(cfg: SearchConfig, data, space, pcfg):
 
     kw = {k: v for k, v in (("recalib_images", cfg.recalib_images), ("val_images", cfg.val_images)) if v is not None}
     given = (cfg.proxy or {}).get("resolution")
-    return SupernetEvaluator.open(cfg.supernet, data, space=space, resolution=given,
-                                  threads=pcfg.threads, **kw)
+    ev = SupernetEvaluator.open(cfg.supernet, data, space=space, resolution=given, threads=pcfg.threads,
+                                device=pcfg.device, **kw)
+    for key in ("val_size", "split_seed"):  # the held-out images must be the ones the supernet never saw
+        asked = (cfg.proxy or {}).get(key)
+        if asked is not None and asked != ev.meta["config"][key]:
+            raise UserError(f"--supernet {cfg.supernet}: trained with {key} {ev.meta['config'][key]}, not {asked}")
+    return ev
 
 
 def load_data(path: str | None):

@@ -194,7 +194,7 @@ def load_checkpoint(folder: str | Path) -> dict:
     if not path.exists():
         raise UserError(f"{folder}: no supernet checkpoint ({CHECKPOINT}); train one with `nas supernet train`")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
     except Exception as exc:  # torch raises many types for a damaged file
         raise UserError(f"{path}: corrupt supernet checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -211,7 +211,7 @@ def open_supernet(folder: str | Path, *, space=None, data=None, resolution: int 
     from search_space.supernet import Supernet
 
     ckpt = load_checkpoint(folder)
-    meta = ckpt["meta"]
+    meta = {**ckpt["meta"], "step": int(ckpt["step"])}
     sp = get_space(space if space is not None else _space_from_meta(meta))
     if space is not None:
         if sp.name != meta["space"] or space_fingerprint(sp) != meta["space_fingerprint"]:
@@ -265,6 +265,8 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
     log = log or (lambda s: print(s, file=sys.stderr))
     out = Path(out)
     space = get_space(cfg.space)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {cfg.device}: torch sees no CUDA GPU on this machine")
     train, _ = search_splits(data, resolution=cfg.resolution, val_size=cfg.val_size, split_seed=cfg.split_seed)
@@ -286,25 +288,32 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
         if cfg.channels_last:
             net.to(memory_format=torch.channels_last)
         opt = _optimizer(net, cfg)
-        start, curves, seconds_before = 0, [], 0.0
+        start, curves, seconds_before, ema_before = 0, [], 0.0, None
         ckpt_path = out / CHECKPOINT
         if ckpt_path.exists():
             ckpt = load_checkpoint(out)
             _check_resume(ckpt["meta"], meta, out)
-            net.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
+            try:
+                net.load_state_dict(ckpt["model"])
+                opt.load_state_dict(ckpt["optimizer"])
+            except (RuntimeError, ValueError, KeyError):
+                raise UserError(f"{ckpt_path}: checkpoint does not fit this supernet; use another --out") from None
             start, curves = int(ckpt["step"]), list(ckpt.get("curves", []))
             seconds_before = float(ckpt.get("seconds", 0.0))
+            ema_before = ckpt.get("ema")
             if start < cfg.steps:
                 log(f"resuming supernet training in {out} at step {start} of {cfg.steps}")
         out.mkdir(parents=True, exist_ok=True)
-        state = {"step": start, "seconds": seconds_before, "busy": False}
+        # phase: "forward" while a step's passes run (they move BN running statistics), "update"
+        # while the optimizer applies it; an interrupt saves the last finished step either way
+        state = {"step": start, "seconds": seconds_before, "phase": "idle", "buffers": None,
+                 "ema": ema_before}
 
         def save() -> None:
             model_sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
             _atomic_save({"format": FORMAT, "version": FORMAT_VERSION, "meta": meta, "model": model_sd,
                           "optimizer": opt.state_dict(), "step": state["step"], "curves": curves,
-                          "seconds": state["seconds"]}, ckpt_path)
+                          "seconds": state["seconds"], "ema": state.get("ema")}, ckpt_path)
             _write_meta(out, {**meta, "step": state["step"], "seconds": round(state["seconds"], 1),
                               "complete": state["step"] >= cfg.steps, "curves": curves[-1:] if curves else []})
 
@@ -313,23 +322,26 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
         t_run = time.perf_counter()
         last_save = time.monotonic()
         with Bar(progress, cfg.steps, start, f"supernet {space.name} ({cfg.rule})", ("loss",)) as bar, \
-                _save_on_interrupt(save, state):
+                _save_on_interrupt(save, state, net):
             step = start
-            ema = None
+            ema = state.get("ema")
             while step < cfg.steps:
                 if stop_after is not None and step - start >= stop_after:
                     break
                 t0 = time.perf_counter()
+                state["buffers"] = {k: b.clone() for k, b in net.named_buffers()}
+                state["phase"] = "forward"
                 loss_big = _train_step(net, opt, space, cfg, train, step)
-                # the update and the step count change together: an interrupt saves either both or neither
-                state["busy"] = True
+                # the update and the step count change together: an interrupt saves both or neither
+                state["phase"] = "update"
                 opt.step()
                 step += 1
                 state["step"] = step
-                state["busy"] = False
+                state["phase"] = "idle"
                 images += cfg.batch_size
                 state["seconds"] += time.perf_counter() - t0
                 ema = loss_big if ema is None else 0.95 * ema + 0.05 * loss_big
+                state["ema"] = ema
                 if step % eval_every == 0 or step == cfg.steps:
                     curves.append(_curve_point(net, space, cfg, data, step, ema, state["seconds"]))
                     bar.log(_curve_text(curves[-1]))
@@ -337,7 +349,8 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
                 if time.monotonic() - last_save >= cfg.checkpoint_minutes * 60:
                     save()
                     last_save = time.monotonic()
-            save()
+            if step > start or not ckpt_path.exists():  # a finished run started again changes nothing
+                save()
         wall = time.perf_counter() - t_run
         _plot_curves(curves, out / "curves.png", space.name)
         return TrainOutcome(out, state["step"], start, state["seconds"], images / wall if wall > 0 else 0.0, curves)
@@ -348,14 +361,18 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
 class _save_on_interrupt:
     """Ctrl-C (or SIGTERM, which the CLI turns into one) saves the last finished step first."""
 
-    def __init__(self, save: Callable[[], None], state: dict) -> None:
-        self.save, self.state = save, state
+    def __init__(self, save: Callable[[], None], state: dict, net: nn.Module) -> None:
+        self.save, self.state, self.net = save, state, net
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is KeyboardInterrupt and not self.state["busy"]:
+        if exc_type is KeyboardInterrupt and self.state["phase"] != "update":
+            if self.state["phase"] == "forward":  # undo the half step's BN statistics
+                own = dict(self.net.named_buffers())
+                for k, b in self.state["buffers"].items():
+                    own[k].copy_(b)
             self.save()
         return False
 
@@ -394,11 +411,12 @@ def _train_step(net, opt, space, cfg: SupernetConfig, train, step: int) -> float
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         if role == "largest":
             teacher = F.softmax(logits.detach(), 1)
+        value = float(loss.detach())
+        if not math.isfinite(value):  # before any of it reaches the weights
+            raise UserError(f"supernet training diverged at step {step} ({role} net loss {value}); lower --lr")
         loss.backward()
         if k == 0:
-            first_loss = float(loss.detach())
-    if not math.isfinite(first_loss):
-        raise UserError(f"supernet training diverged at step {step} (loss {first_loss}); lower --lr")
+            first_loss = value
     if cfg.grad_clip:
         nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
     return first_loss

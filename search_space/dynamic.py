@@ -66,7 +66,7 @@ class DynamicBN(nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
         momentum = self.momentum
         if momentum is None:  # cumulative average (BN recalibration)
-            momentum = 1.0 / float(self.num_batches_tracked)
+            momentum = 1.0 / float(self.num_batches_tracked) if self.training else 0.0
         return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c], self.bias[:c],
                             training, momentum if self.training else 0.0, self.eps)
 

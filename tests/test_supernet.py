@@ -353,20 +353,23 @@ def test_ctrl_c_saves_the_last_finished_step(tiny, tiny_supernet, tmp_path, monk
 
     data = load_dataset(tiny["data"])
     out = tmp_path / "interrupted"
-    real = sn._train_step
-    calls = {"n": 0}
+    real = sn.step_nets
 
-    def interrupt_in_step_four(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 4:  # mid-step: gradients half computed, nothing applied
+    def interrupt_in_step_four(space, cfg, step):
+        nets = real(space, cfg, step)
+        if step != 3:
+            return nets
+
+        def first_net_then_ctrl_c():  # mid-step: one net's forward and backward ran (BN statistics moved)
+            yield nets[0]
             raise KeyboardInterrupt
-        return real(*a, **kw)
+        return first_net_then_ctrl_c()
 
-    monkeypatch.setattr(sn, "_train_step", interrupt_in_step_four)
+    monkeypatch.setattr(sn, "step_nets", interrupt_in_step_four)
     with pytest.raises(KeyboardInterrupt):
         train_supernet(_tiny_cfg(tiny), out, data, progress=False)
     assert load_checkpoint(out)["step"] == 3  # the checkpoint interval (60 min) never came
-    monkeypatch.setattr(sn, "_train_step", real)
+    monkeypatch.setattr(sn, "step_nets", real)
     train_supernet(_tiny_cfg(tiny), out, data, progress=False)
     a, b = _weights(tiny_supernet), _weights(out)
     for k in a:
