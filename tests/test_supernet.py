@@ -422,3 +422,18 @@ def test_search_cli_refuses_bad_evaluator_flags(tiny, tmp_path):
         with pytest.raises(UserError, match=msg):
             run_search(SearchConfig(space=tiny["space"], out=tmp_path / "s", progress=False, target_ms=1.0, **kw),
                        data=data, latency_fn=lambda s: 1.0)
+
+
+def test_supernet_of_another_split_and_switched_pipeline_evaluator_are_refused(tiny, tiny_supernet, tmp_path):
+    from nas.pipeline import Pipeline, PipelineConfig
+    from nas.search import SearchConfig, run_search
+
+    data = load_dataset(tiny["data"])
+    with pytest.raises(UserError, match="val_size 100, not 50"):
+        run_search(SearchConfig(space=tiny["space"], out=tmp_path / "s", progress=False, target_ms=1.0,
+                                evaluator="supernet", supernet=str(tiny_supernet), proxy={"val_size": 50}),
+                   data=data, latency_fn=lambda s: 1.0)
+    base = dict(preset="small", out=tmp_path / "pipe", space=tiny["space"], data=str(tiny["data"]), progress=False)
+    Pipeline(PipelineConfig(**base))._save_state()  # a proxy run, as older versions wrote it
+    with pytest.raises(UserError, match="evaluator='proxy', not 'supernet'"):
+        Pipeline(PipelineConfig(**base, evaluator="supernet"))
