@@ -124,8 +124,8 @@ def supernet_scores(args, space, nets, log: RunLog, data) -> None:
     from nas.evaluators import SupernetEvaluator
 
     for sdir in args.supernet:
-        tag = Path(sdir).name
-        ev = SupernetEvaluator.open(sdir, data, space=space)
+        tag = Path(sdir).name + (f"+ft{args.finetune_steps}" if args.finetune_steps else "")
+        ev = SupernetEvaluator.open(sdir, data, space=space, finetune_steps=args.finetune_steps)
         for label, params in nets:
             if log.done(label, "supernet", 0, tag):
                 continue
@@ -294,6 +294,8 @@ def main(argv=None) -> int:
     p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N",
                    help="standalone phase: run only every N-th job from the K-th (one process per core)")
     p.add_argument("--supernet", action="append", default=[], help="supernet folder (repeatable)")
+    p.add_argument("--finetune-steps", type=int, default=0,
+                   help="supernet phase: fine-tune each inherited net this many steps before scoring")
     p.add_argument("--out", default=str(RESULTS / "supernet_fidelity"), help="output prefix")
     args = p.parse_args(argv)
     from nas.data import load_dataset

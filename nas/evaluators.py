@@ -80,7 +80,8 @@ class SupernetEvaluator:
     name = "supernet"
 
     def __init__(self, net, meta: dict, folder: Path, data, *, recalib_images: int = DEFAULT_RECALIB_IMAGES,
-                 val_images: int | None = DEFAULT_VAL_IMAGES, threads: int | None = 1, device: str = "cpu") -> None:
+                 val_images: int | None = DEFAULT_VAL_IMAGES, threads: int | None = 1, device: str = "cpu",
+                 finetune_steps: int = 0) -> None:
         if not isinstance(recalib_images, int) or recalib_images < 1:
             raise UserError(f"--recalib-images {recalib_images!r}: must be a positive integer")
         if val_images is not None and (not isinstance(val_images, int) or val_images < 1):
@@ -89,6 +90,10 @@ class SupernetEvaluator:
         self.space = net.space
         self.recalib_images, self.val_images = recalib_images, val_images
         self.threads, self.device = threads, device
+        if not isinstance(finetune_steps, int) or finetune_steps < 0:
+            raise UserError(f"--finetune-steps {finetune_steps!r}: must be an integer >= 0")
+        # a few SGD steps on the inherited weights before scoring (then all held-out images are scored)
+        self.finetune_steps = finetune_steps
         cfg = meta["config"]
         self.resolution, self.val_size, self.split_seed = meta["resolution"], cfg["val_size"], cfg["split_seed"]
 
@@ -114,11 +119,25 @@ class SupernetEvaluator:
             extra["scored_as"] = f"nearest point {self.space.code(params)}"
         with _threads(self.threads):
             _, model = self.net.extract(params, name=spec.name)
+            if self.finetune_steps:
+                acc = self._finetuned(model)
+                finite = math.isfinite(acc)
+                return Evaluation(acc if finite else math.nan, not finite, time.perf_counter() - t0, extra,
+                                  model=model)
             acc = score_model(model, self.data, resolution=self.resolution, val_size=self.val_size,
                               split_seed=self.split_seed, recalib_images=self.recalib_images,
                               val_images=self.val_images, device=self.device)
         finite = math.isfinite(acc)
         return Evaluation(acc if finite else math.nan, not finite, time.perf_counter() - t0, extra, model=model)
+
+    def _finetuned(self, model) -> float:
+        from .proxy import ProxyConfig, fine_tune
+
+        cfg = ProxyConfig(steps=self.finetune_steps, lr=0.02, schedule="constant", resolution=self.resolution,
+                          val_size=self.val_size, split_seed=self.split_seed, threads=None, device=self.device,
+                          bn_recalib_batches=max(1, self.recalib_images // 128))
+        res = fine_tune(model, self.data, self.finetune_steps, cfg)
+        return math.nan if res.diverged else float(res.val_accuracy)
 
     def settings(self) -> dict:
         import hashlib
@@ -133,7 +152,8 @@ class SupernetEvaluator:
                 "supernet_space": self.meta["space"], "supernet_fingerprint": self.meta["space_fingerprint"],
                 "supernet_steps": self.meta.get("step"), "resolution": self.resolution,
                 "val_size": self.val_size, "split_seed": self.split_seed,
-                "recalib_images": self.recalib_images, "val_images": self.val_images}
+                "recalib_images": self.recalib_images, "val_images": self.val_images,
+                **({"finetune_steps": self.finetune_steps} if self.finetune_steps else {})}
 
 
 def score_active(net, data, **kw) -> float:

@@ -93,6 +93,7 @@ class SearchConfig:
     supernet: str | Path | None = None  # the supernet folder (--evaluator supernet)
     recalib_images: int | None = None  # supernet evaluator: BN recalibration images (default: evaluators')
     val_images: int | None = None  # supernet evaluator: held-out images scored (default: evaluators')
+    finetune_steps: int = 0  # supernet evaluator: SGD steps on the inherited weights before scoring
     enqueue_known: bool | None = None  # None: on
     zoo_reference: tuple[str, ...] | None = None  # None: the space's default list; () none
     calibrate_nets: int = DEFAULT_CALIBRATION_NETS
@@ -199,6 +200,7 @@ def supernet_evaluator(cfg: SearchConfig, data, space, pcfg):
     from .evaluators import SupernetEvaluator
 
     kw = {k: v for k, v in (("recalib_images", cfg.recalib_images), ("val_images", cfg.val_images)) if v is not None}
+    kw["finetune_steps"] = cfg.finetune_steps
     given = (cfg.proxy or {}).get("resolution")
     ev = SupernetEvaluator.open(cfg.supernet, data, space=space, resolution=given, threads=pcfg.threads,
                                 device=pcfg.device, **kw)

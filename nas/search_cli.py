@@ -112,6 +112,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                     help=f"supernet: training images for BN recalibration (default {DEFAULT_RECALIB_IMAGES})")
     ev.add_argument("--val-images", type=_int("--val-images", 1), default=None,
                     help="supernet: held-out images scored (default: all)")
+    ev.add_argument("--finetune-steps", type=_int("--finetune-steps", 0), default=0,
+                    help="supernet: SGD steps (lr 0.02) on a net's inherited weights before it is scored (default 0)")
 
     pr = p.add_argument_group("accuracy: proxy training")
     pr.add_argument("--data", default=None, help="data set folder (default: Debian's Fashion-MNIST)")
@@ -153,7 +155,7 @@ def config_from_args(args: argparse.Namespace):
         enqueue_known=args.enqueue_known, zoo_reference=zoo_ref, calibrate_nets=args.calibrate,
         progress=not args.no_progress, report_only=args.report_only, plots=not args.no_plots,
         evaluator=args.evaluator, supernet=args.supernet, recalib_images=args.recalib_images,
-        val_images=args.val_images)
+        val_images=args.val_images, finetune_steps=args.finetune_steps)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -437,3 +437,18 @@ def test_supernet_of_another_split_and_switched_pipeline_evaluator_are_refused(t
     Pipeline(PipelineConfig(**base))._save_state()  # a proxy run, as older versions wrote it
     with pytest.raises(UserError, match="evaluator='proxy', not 'supernet'"):
         Pipeline(PipelineConfig(**base, evaluator="supernet"))
+
+
+def test_finetuned_score_trains_the_inherited_weights_first(tiny, tiny_supernet):
+    data = load_dataset(tiny["data"])
+    space = get_space(tiny["space"]).with_task(10, 1, 16)
+    spec = space.decode({k: v[0] for k, v in space.choices().items()})
+    plain = SupernetEvaluator.open(tiny_supernet, data, recalib_images=64, val_images=100)(spec)
+    tuned_ev = SupernetEvaluator.open(tiny_supernet, data, recalib_images=64, val_images=100, finetune_steps=3)
+    tuned = tuned_ev(spec)
+    assert 0.0 <= tuned.accuracy <= 1.0 and tuned_ev.settings()["finetune_steps"] == 3
+    before = plain.model.state_dict()["features.1.block.0.0.weight"]
+    after = tuned.model.state_dict()["features.1.block.0.0.weight"]
+    assert not torch.equal(before, after)  # the weights moved
+    with pytest.raises(UserError):
+        SupernetEvaluator.open(tiny_supernet, data, finetune_steps=-1)
