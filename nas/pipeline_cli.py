@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--space", default=None, help="search space other than the preset's (name or JSON file)")
     p.add_argument("--latency-resolution", type=_int("--latency-resolution", 8), default=d.latency_resolution,
                    help="input resolution latency is predicted and measured at (default 224)")
-    p.add_argument("--controller", default=d.controller, choices=("rl", "tpe", "nsga2", "random"))
+    p.add_argument("--controller", default=d.controller, choices=("rl", "evolution", "tpe", "nsga2", "random"))
     p.add_argument("--trials", type=_int("--trials", 1), default=d.trials)
     p.add_argument("--search-steps", type=_int("--search-steps", 1), default=d.search_steps,
                    help=f"proxy steps per searched net (default {d.search_steps})")

@@ -50,7 +50,7 @@ from .evaluators import EVALUATORS, Evaluation, ProxyEvaluator
 from .progress import Bar
 from .reward import Reward, check_target, make_reward
 
-CONTROLLERS = ("rl", "tpe", "nsga2", "random")
+CONTROLLERS = ("rl", "evolution", "tpe", "nsga2", "random")
 
 DEFAULT_TRIALS = 12  # the README main command must finish in ~15 min on 2 cores
 DEFAULT_SUPERNET_TRIALS = 500  # --evaluator supernet: 2-4 s a net here, so 15-30 min on one core
@@ -168,6 +168,13 @@ def make_sampler(controller: str, space, seed: int, trials: int) -> optuna.sampl
                 raise UserError(f"--controller rl: the RL controller is not available ({exc})") from None
             # a PPO update every few completed trials: small budgets still get several updates
             return RLSampler(space.choices(), seed=seed, batch_size=max(2, min(8, trials // 10)))
+        if controller == "evolution":
+            from nas.evolution_sampler import EvolutionSampler
+
+            # Real et al. used P=100, S=25 for 20,000 nets; scaled so a small budget still evolves
+            population = max(4, min(50, trials // 10))
+            return EvolutionSampler(space.choices(), seed=seed, population=population,
+                                    sample_size=max(2, population // 5))
         if controller == "tpe":
             return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed,
                                               n_startup_trials=max(4, min(10, trials // 4)))
@@ -465,9 +472,9 @@ def run_search(cfg: SearchConfig, *, evaluate_accuracy: AccuracyFn | None = None
     settings = st.check_settings(probe, settings)
 
     shared = cfg.storage is not None
-    # the RL controller rebuilds its policy from (seed, history) and draws trial n from (seed, n):
-    # it keeps the search seed; the others are reseeded on a resume or per worker
-    sampler_seed = cfg.seed if cfg.controller == "rl" else _sampler_seed(cfg.seed, existing, shared)
+    # the RL and evolution controllers rebuild their state from (seed, history) and draw trial n from
+    # (seed, n): they keep the search seed; the others are reseeded on a resume or per worker
+    sampler_seed = cfg.seed if cfg.controller in ("rl", "evolution") else _sampler_seed(cfg.seed, existing, shared)
     sampler = make_sampler(cfg.controller, space, sampler_seed, cfg.trials)
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
     gate = st.make_gate(ref, storage, study_name)

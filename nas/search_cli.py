@@ -68,8 +68,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--space", default="small", help="search space: small, large, small-nl, large-nl or a JSON file "
                                                      "(default small)")
     g.add_argument("--controller", default="rl", choices=CONTROLLERS,
-                   help="rl (MnasNet-style policy gradient), tpe, nsga2 (accuracy and latency, Pareto front), "
-                        "random (default rl)")
+                   help="rl (MnasNet-style policy gradient), evolution (regularized aging evolution), tpe, "
+                        "nsga2 (accuracy and latency, Pareto front), random (default rl)")
     g.add_argument("--trials", type=_int("--trials", 1), default=None,
                    help=f"completed trials in the study in all, resumes included (default {DEFAULT_TRIALS}; "
                         f"{DEFAULT_SUPERNET_TRIALS} with --evaluator supernet)")

@@ -50,7 +50,7 @@ def load(tmp_path, name="nas-search") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-@pytest.mark.parametrize("controller", ["random", "tpe", "nsga2", "rl"])
+@pytest.mark.parametrize("controller", ["random", "tpe", "nsga2", "rl", "evolution"])
 def test_each_controller_completes_the_budget(tmp_path, controller):
     out = run_search(config(tmp_path, controller=controller, trials=5, plots=controller in ("rl", "nsga2")),
                      evaluate_accuracy=fake_accuracy,
