@@ -79,6 +79,7 @@ class SearchConfig:
     alpha: float | None = None
     beta: float | None = None
     hard: bool = False
+    reward: str = "mnas"  # "abs": TuNAS's ACC + beta x |LAT/TAR - 1|
     trials: int = DEFAULT_TRIALS
     timeout: float | None = None
     storage: str | None = None
@@ -396,7 +397,8 @@ def run_search(cfg: SearchConfig, *, evaluate_accuracy: AccuracyFn | None = None
         if cfg.target_like not in ZOO_NAMES:
             raise UserError(f"--target-like {cfg.target_like!r}: not a zoo net ({', '.join(ZOO_NAMES)})")
     # reward settings are checked before anything slow (the target may come from the table)
-    make_reward(cfg.target_ms or 1.0, w=cfg.w, alpha=cfg.alpha, beta=cfg.beta, hard=cfg.hard, space=key)
+    make_reward(cfg.target_ms or 1.0, w=cfg.w, alpha=cfg.alpha, beta=cfg.beta, hard=cfg.hard, space=key,
+                form=cfg.reward)
     zoo_names = _zoo_names(cfg, key)
     target_like = cfg.target_like if cfg.target_ms is None and cfg.target_like else (
         None if cfg.target_ms is not None else space.seed_name)
@@ -455,7 +457,8 @@ def run_search(cfg: SearchConfig, *, evaluate_accuracy: AccuracyFn | None = None
         from search_space import zoo
 
         target = float(latency_fn(dataclasses.replace(zoo(target_like), **lat_geometry)))
-    reward = make_reward(target, w=cfg.w, alpha=cfg.alpha, beta=cfg.beta, hard=cfg.hard, space=key)
+    reward = make_reward(target, w=cfg.w, alpha=cfg.alpha, beta=cfg.beta, hard=cfg.hard, space=key,
+                         form=cfg.reward)
     settings = {
         "space": space.name, "controller": cfg.controller, "objectives": ["accuracy", "latency_ms"] if multi else ["reward"],
         "target_ms": reward.target_ms, "target_like": target_like, "alpha": reward.alpha, "beta": reward.beta,
@@ -463,6 +466,8 @@ def run_search(cfg: SearchConfig, *, evaluate_accuracy: AccuracyFn | None = None
         "data": _data_fingerprint(data) if data is not None else "custom",
         "table": table_fp,
     }
+    if reward.form != "mnas":  # only then: older studies (MnasNet reward) resume unchanged
+        settings["reward"] = reward.form
     if evaluate_accuracy is not None:
         settings["proxy"] = "custom"
     elif cfg.evaluator == "supernet":
@@ -514,7 +519,8 @@ def _report_only(cfg: SearchConfig, storage, ref, study_name: str, space, out: P
     settings = study.user_attrs.get(st.SETTINGS_ATTR) or {}
     zoo_records = {}
     if settings.get("target_ms"):
-        reward = Reward(float(settings["target_ms"]), float(settings["alpha"]), float(settings["beta"]))
+        reward = Reward(float(settings["target_ms"]), float(settings["alpha"]), float(settings["beta"]),
+                        settings.get("reward", "mnas"))
         names = [k[len(ZOO_ATTR):] for k in study.user_attrs if k.startswith(ZOO_ATTR)]
         zoo_records = zoo_reference(study, names, reward, None, None, {}, {}, log=log)
     summary = res.write_results(study, out, space=space, zoo=zoo_records, log=log, plots=cfg.plots)

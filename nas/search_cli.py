@@ -78,7 +78,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--enqueue-known", action=argparse.BooleanOptionalAction, default=None,
                    help="first evaluate the zoo nets that fit the space (e.g. MnasNet-A1 in large; default on)")
 
-    r = p.add_argument_group("reward: ACC x (LAT/TARGET)^w")
+    r = p.add_argument_group("reward: ACC x (LAT/TARGET)^w, or ACC + beta x |LAT/TARGET - 1| with --reward abs")
     r.add_argument("--target-ms", type=_number("--target-ms"), default=None, help="target latency in ms on this table")
     r.add_argument("--target-like", metavar="ZOO_NET", default=None,
                    help="target = this zoo net's latency on this table (default: the space's seed net)")
@@ -87,6 +87,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--alpha", type=_number("--alpha"), default=None, help="exponent under the target (with --beta)")
     r.add_argument("--beta", type=_number("--beta"), default=None, help="exponent over the target (with --alpha)")
     r.add_argument("--hard", action="store_true", help="hard constraint: alpha 0, beta -1")
+    r.add_argument("--reward", choices=("mnas", "abs"), default="mnas",
+                   help="mnas: ACC x (LAT/TAR)^w (default); abs: TuNAS's ACC + beta x |LAT/TAR - 1| "
+                        "(--beta, default -0.1), which lands on the target without a sweep over w")
 
     s = p.add_argument_group("where")
     s.add_argument("--out", default=DEFAULT_OUT, help=f"output folder; holds the study unless --storage (default {DEFAULT_OUT})")
@@ -147,7 +150,7 @@ def config_from_args(args: argparse.Namespace):
              "val_size": args.val_size, "max_train_images": args.max_train_images, "threads": args.threads}
     return SearchConfig(
         space=args.space, controller=args.controller, target_ms=args.target_ms, target_like=args.target_like,
-        w=args.w, alpha=args.alpha, beta=args.beta, hard=args.hard,
+        w=args.w, alpha=args.alpha, beta=args.beta, hard=args.hard, reward=args.reward,
         trials=args.trials or (DEFAULT_SUPERNET_TRIALS if args.evaluator == "supernet" else DEFAULT_TRIALS),
         timeout=args.timeout,
         storage=args.storage, study=args.study, out=args.out, data=args.data, seed=args.seed, table=args.table,
@@ -176,7 +179,10 @@ def cmd_search(args: argparse.Namespace) -> int:
           f"{outcome.failed} failed; this run: {outcome.ran} trial(s), stopped by {outcome.stopped}")
     if settings.get("target_ms"):
         like = f" ({settings['target_like']})" if settings.get("target_like") else ""
-        print(f"target {settings['target_ms']:.3f} ms{like}, alpha {settings.get('alpha')}, beta {settings.get('beta')}")
+        if settings.get("reward") == "abs":
+            print(f"target {settings['target_ms']:.3f} ms{like}, reward ACC + {settings.get('beta')} x |LAT/TAR - 1|")
+        else:
+            print(f"target {settings['target_ms']:.3f} ms{like}, alpha {settings.get('alpha')}, beta {settings.get('beta')}")
     if best:
         print(f"best: trial {best['number']} reward {best['reward']:.4f}, accuracy {best['accuracy']:.4f}, "
               f"latency {best['latency_ms']:.3f} ms, {best['arch']}")

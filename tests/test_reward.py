@@ -81,3 +81,38 @@ def test_make_reward_forms_and_defaults():
     assert make_reward(80, space="large").alpha == DEFAULT_W["large"] == -0.07
     assert "80 ms" in make_reward(80, w=-0.07).describe()
     assert make_reward(80, w=0.0)(0.5, 160) == pytest.approx(0.5)  # w 0: accuracy only
+
+
+def test_tunas_absolute_reward_values_and_flags():
+    from nas.reward import TUNAS_BETA, abs_reward, make_reward
+
+    r = make_reward(10.0, form="abs")
+    assert r.beta == TUNAS_BETA == -0.1 and r.kind == "abs"
+    assert r(0.8, 10.0) == pytest.approx(0.8)  # on target: accuracy alone
+    assert r(0.8, 11.0) == pytest.approx(0.79)  # 10% slower: -1 point
+    assert r(0.8, 9.0) == pytest.approx(0.79)  # 10% faster: the same penalty (lands on target)
+    assert make_reward(10.0, form="abs", beta=-0.5)(0.8, 12.0) == pytest.approx(0.7)
+    assert abs_reward(0.5, 20.0, 10.0, -0.1) == pytest.approx(0.4)
+    for kw in ({"w": -0.07}, {"alpha": -0.1}, {"hard": True}):
+        with pytest.raises(UserError, match="--reward abs takes only --beta"):
+            make_reward(10.0, form="abs", **kw)
+    with pytest.raises(UserError, match="must be <= 0"):
+        make_reward(10.0, form="abs", beta=0.1)
+    with pytest.raises(UserError, match="--reward 'tunas'"):
+        make_reward(10.0, form="tunas")
+    assert "TuNAS" in r.describe()
+
+
+def test_search_with_abs_reward_scores_and_records_it(tmp_path):
+    import math
+
+    from nas.search import SearchConfig, run_search
+    from search_space import count_madds
+
+    out = run_search(SearchConfig(space="small", controller="evolution", trials=40, out=tmp_path / "o", target_ms=7.0,
+                                  reward="abs", progress=False, plots=False, zoo_reference=()),
+                     evaluate_accuracy=lambda s: 0.7 + 0.2 * math.tanh(count_madds(s) / 3e6),
+                     latency_fn=lambda s: count_madds(s) / 1e7)
+    assert out.summary["settings"]["reward"] == "abs"
+    best = out.best
+    assert best["reward"] == pytest.approx(best["accuracy"] - 0.1 * abs(best["latency_ms"] / 7.0 - 1))
