@@ -130,6 +130,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     pr.add_argument("--max-train-images", type=_int("--max-train-images", 1), default=None,
                     help="train on at most this many images")
     pr.add_argument("--threads", type=_int("--threads", 1), default=None, help="torch threads per proxy run (default 1)")
+    pr.add_argument("--device", default="cpu", help="where nets are trained and scored: auto (a GPU when torch sees "
+                                                     "one), cpu or cuda (default cpu)")
     pr.add_argument("--zoo-reference", default=None, metavar="NET,NET|none",
                     help="zoo nets trained the same way and shown in the plot (default mnv3-small,mnv3-small-075 "
                          "or mnv3-large,mnasnet-a1)")
@@ -146,8 +148,11 @@ def config_from_args(args: argparse.Namespace):
     if args.zoo_reference is not None:
         text = args.zoo_reference.strip()
         zoo_ref = () if text.lower() in ("", "none") else tuple(n.strip() for n in text.split(",") if n.strip())
+    from .devices import resolve_device
+
     proxy = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "resolution": args.proxy_resolution,
-             "val_size": args.val_size, "max_train_images": args.max_train_images, "threads": args.threads}
+             "val_size": args.val_size, "max_train_images": args.max_train_images, "threads": args.threads,
+             "device": resolve_device(args.device)}
     return SearchConfig(
         space=args.space, controller=args.controller, target_ms=args.target_ms, target_like=args.target_like,
         w=args.w, alpha=args.alpha, beta=args.beta, hard=args.hard, reward=args.reward,

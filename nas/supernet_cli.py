@@ -58,6 +58,8 @@ def register(sub) -> None:
     t.add_argument("--val-size", type=_size("--val-size"), default=d.val_size,
                    help="held-out training images never trained on (must match the search's; default 10000)")
     t.add_argument("--threads", type=_int("--threads", 1), default=d.threads)
+    t.add_argument("--device", default="cpu", help="auto (a GPU when torch sees one), cpu or cuda (default cpu: "
+                                                    "the bit-identical resume is promised on the CPU)")
     t.add_argument("--checkpoint-minutes", type=_number("--checkpoint-minutes"), default=d.checkpoint_minutes)
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
@@ -72,6 +74,7 @@ def register(sub) -> None:
     e.add_argument("--test", action="store_true", help="also score the test set (final reports only)")
     e.add_argument("--out", default=None, help="write spec.json and weights.pt of the subnet here")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     e.set_defaults(func=cmd_eval)
 
 
@@ -79,7 +82,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .supernet import train_supernet
 
-    cfg = SupernetConfig(space=args.space, steps=args.steps, resolution=args.resolution, seed=args.seed,
+    from .devices import resolve_device
+
+    device = resolve_device(args.device)
+    cfg = SupernetConfig(device=device, space=args.space, steps=args.steps, resolution=args.resolution, seed=args.seed,
                          rule=args.rule, num_random=args.num_random, distill=args.distill,
                          warmup_largest=args.warmup_largest, kernel_sharing=args.kernel_sharing, lr=args.lr, batch_size=args.batch_size,
                          val_size=args.val_size, threads=args.threads, checkpoint_minutes=args.checkpoint_minutes)
@@ -126,9 +132,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluators import SupernetEvaluator
     from .supernet import load_checkpoint
 
+    from .devices import resolve_device
+
+    device = resolve_device(args.device)
     load_checkpoint(args.supernet)  # a missing or corrupt checkpoint fails before the data set loads
     data = load_dataset(args.data)
-    ev = SupernetEvaluator.open(args.supernet, data, recalib_images=args.recalib_images, val_images=args.val_images)
+    ev = SupernetEvaluator.open(args.supernet, data, recalib_images=args.recalib_images, val_images=args.val_images,
+                                device=device)
     params = resolve_net(ev.space, args.net)
     spec = ev.space.decode(params)
     t0 = time.perf_counter()

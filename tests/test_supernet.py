@@ -452,3 +452,15 @@ def test_finetuned_score_trains_the_inherited_weights_first(tiny, tiny_supernet)
     assert not torch.equal(before, after)  # the weights moved
     with pytest.raises(UserError):
         SupernetEvaluator.open(tiny_supernet, data, finetune_steps=-1)
+
+
+def test_device_selection():
+    from nas.devices import resolve_device
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("CPU") == "cpu"
+    with pytest.raises(UserError, match="expected one of auto, cpu, cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            resolve_device("cuda")
