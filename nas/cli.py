@@ -105,6 +105,7 @@ AREAS: list[tuple[str, str]] = [
     ("nas.space_cli", "register"),
     ("nas.search_cli", "register"),
     ("nas.supernet_cli", "register"),
+    ("nas.train_cli", "register"),
     ("netadapt.cli", "register"),
     ("nas.pipeline_cli", "register"),
 ]

@@ -423,6 +423,14 @@ class Split:
             yield from self.batches(batch_size, shuffle=True, generator=generator, flip=flip, drop_last=True)
 
 
+def batch_positions(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Positions of step's batch: epoch e is a permutation drawn from (seed, e); a ragged end is dropped."""
+    per_epoch = n // batch_size
+    epoch, b = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)[b * batch_size:(b + 1) * batch_size]
+
+
 def search_splits(dataset: Dataset, *, resolution: int, val_size: int | float, split_seed: int = 0,
                   max_train_images: int | None = None) -> tuple[Split, Split]:
     """The (train, val) subsets the search trains and scores on, both from training images.

@@ -41,6 +41,7 @@ from torch import nn
 
 from search_space.errors import UserError
 
+from .data import batch_positions
 from .progress import Bar
 
 RULES = ("sandwich", "uniform")
@@ -145,14 +146,6 @@ def lr_at(cfg: SupernetConfig, step: int) -> float:
     if step < warm:
         return cfg.lr * (step + 1) / (warm + 1)
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
-
-
-def batch_positions(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
-    """Positions of step's batch: epoch e is a permutation drawn from (seed, e); a ragged end is dropped."""
-    per_epoch = n // batch_size
-    epoch, b = divmod(step, per_epoch)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)[b * batch_size:(b + 1) * batch_size]
 
 
 def step_nets(space, cfg: SupernetConfig, step: int) -> list[tuple[str, dict]]:
