@@ -30,8 +30,9 @@ PRESETS = {
     "large": {"space": "large", "w": -0.07, "against": "mnv3-large"},
     "small": {"space": "small", "w": -0.15, "against": "mnv3-small"},
 }
-STAGES = ("supernet", "search", "netadapt", "check", "report")
-EVALUATOR_DEFAULTS = {"evaluator": "proxy", "supernet": None, "supernet_steps": None}
+STAGES = ("supernet", "search", "netadapt", "check", "train", "report")
+# settings added later: an older run's pipeline.json lacks them and compares as these defaults
+EVALUATOR_DEFAULTS = {"evaluator": "proxy", "supernet": None, "supernet_steps": None, "train_epochs": 0}
 
 
 @dataclass
@@ -60,6 +61,7 @@ class PipelineConfig:
     evaluator: str = "proxy"  # how the search scores nets: proxy training or a supernet's weights
     supernet: str | None = None  # a trained supernet; None with evaluator "supernet": trained in OUT/supernet
     supernet_steps: int | None = None  # steps when the pipeline trains the supernet (default: nas.supernet's)
+    train_epochs: int = 0  # > 0: a last stage trains final.json for real (`nas train`) for this many epochs
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -77,6 +79,8 @@ class PipelineConfig:
             raise UserError(f"--netadapt-frac {self.netadapt_frac!r}: must be in (0, 1]")
         if self.evaluator not in ("proxy", "supernet"):
             raise UserError(f"--evaluator {self.evaluator!r}: expected proxy or supernet")
+        if not isinstance(self.train_epochs, int) or self.train_epochs < 0:
+            raise UserError(f"--train-epochs {self.train_epochs!r}: must be an integer >= 0")
         if self.evaluator != "supernet" and (self.supernet or self.supernet_steps):
             raise UserError("--supernet/--supernet-steps are only used with --evaluator supernet")
 
@@ -124,6 +128,8 @@ class Pipeline:
             for k, default in EVALUATOR_DEFAULTS.items():  # absent in a proxy run's settings: compare as defaults
                 was.setdefault(k, default)
                 now.setdefault(k, default)
+            if "train" not in state.get("stages", {}):  # the last stage may be added to a finished run
+                was["train_epochs"] = now["train_epochs"]
             changed = [k for k in now if k in was and was[k] != now[k]]
             if changed:
                 k = changed[0]
@@ -178,6 +184,8 @@ class Pipeline:
         self._save_state()
         for stage in STAGES:
             if stage == "supernet" and self.cfg.evaluator != "supernet":
+                continue
+            if stage == "train" and not self.cfg.train_epochs:
                 continue
             if self.done(stage):
                 self.log(f"pipeline: stage {stage} already finished, skipping")
@@ -296,6 +304,17 @@ class Pipeline:
         write_report(report, self.out / "check")
         self._finish("check", {"nets": [dataclasses.asdict(n) for n in report.nets]}, started)
 
+    def stage_train(self) -> None:
+        """`nas train` of final.json at the proxy geometry, EMA weights scored on the test set once."""
+        from nas.train import TrainConfig, train_net
+
+        started = time.time()
+        c = self.cfg
+        final = ArchSpec.load(self.state["stages"]["netadapt"]["final_spec"])
+        tcfg = TrainConfig(epochs=c.train_epochs, resolution=c.proxy_resolution, val_size=c.val_size, seed=c.seed)
+        result = train_net(final, self.data(), self.out / "train", tcfg, progress=c.progress, log=self.log)
+        self._finish("train", {**result, "out": str(self.out / "train")}, started)
+
     def stage_report(self) -> None:
         started = time.time()
         (self.out / "report.md").write_text(render_report(self.out, self.state, self.cfg))
@@ -332,6 +351,10 @@ def render_report(out: Path, state: dict, cfg: PipelineConfig) -> str:
                      f"(target {_fmt(n['target_ms'])}) in {n['iterations']} iterations, acc {_fmt(n.get('accuracy'))} |")
     if "check" in st:
         lines.append(f"| check | {st['check']['seconds']} | see below |")
+    if "train" in st:
+        t = st["train"]
+        lines.append(f"| train | {t['seconds']} | {t['epochs']} epochs: held-out {_fmt(t['best_val_acc_ema'])}, "
+                     f"test {_fmt(t['test_acc_ema'])} (EMA weights; `train/curves.png`) |")
     lines += [f"| total | {round(total, 1)} | |", ""]
     lines += ["## 1. Search", ""]
     p = out / "search" / "best_table.txt"

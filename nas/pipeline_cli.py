@@ -48,6 +48,8 @@ def register(sub) -> None:
                    help="how the search scores nets: proxy training (default) or a supernet's inherited weights")
     p.add_argument("--supernet", default=None, metavar="DIR",
                    help="a trained supernet (default with --evaluator supernet: trained in OUT/supernet first)")
+    p.add_argument("--train-epochs", type=_int("--train-epochs", 0), default=0,
+                   help="a last stage trains final.json for real (`nas train`) for this many epochs (default 0: off)")
     p.add_argument("--supernet-steps", type=_int("--supernet-steps", 1), default=None,
                    help="steps when the pipeline trains the supernet itself")
     p.add_argument("--no-progress", action="store_true")
@@ -84,6 +86,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         data=args.data, table=args.table, seed=args.seed, max_train_images=args.max_train_images,
         eval_batches=args.eval_batches, val_size=args.val_size, calibrate_nets=args.calibrate,
         evaluator=args.evaluator, supernet=args.supernet, supernet_steps=args.supernet_steps,
+        train_epochs=args.train_epochs,
         progress=not args.no_progress)
     Pipeline(cfg).run()
     out = Path(cfg.out)

@@ -323,10 +323,12 @@ def test_pipeline_trains_a_supernet_on_first_use_and_searches_with_it(tiny, tmp_
     out = tmp_path / "pipe"
     logs: list[str] = []
     cfg = PipelineConfig(preset="small", out=out, space=tiny["space"], data=str(tiny["data"]), table=tiny["table"],
-                         evaluator="supernet", supernet_steps=3, **budget)
+                         evaluator="supernet", supernet_steps=3, train_epochs=1, **budget)
     Pipeline(cfg, log=logs.append).run()
     state = json.loads((out / "pipeline.json").read_text())
-    assert list(state["stages"]) == ["supernet", "search", "netadapt", "check", "report"]
+    assert list(state["stages"]) == ["supernet", "search", "netadapt", "check", "train", "report"]
+    assert 0.0 <= state["stages"]["train"]["test_acc_ema"] <= 1.0 and (out / "train" / "curves.png").exists()
+    assert "| train |" in (out / "report.md").read_text()
     assert state["stages"]["supernet"]["trained"] and load_checkpoint(out / "supernet")["step"] == 3
     study_settings = json.loads((out / "search" / "summary.json").read_text()).get("settings", {})
     assert study_settings.get("evaluator", {}).get("evaluator") == "supernet"
