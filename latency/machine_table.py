@@ -31,7 +31,6 @@ def seed_spec(space, resolution: int | None = None) -> ArchSpec:
     return spec
 
 
-
 def default_table_path() -> Path:
     """This machine's latency table: $MNV3_NAS_TABLE, else ~/.cache/mnv3-nas/latency-table.parquet."""
     env = os.environ.get("MNV3_NAS_TABLE")
