@@ -16,16 +16,16 @@ Multi-objective studies fall back to uniform sampling.
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
+
+from .sampler_common import decode, encode, trial_reward
 
 _UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 
@@ -90,8 +90,8 @@ class EvolutionSampler(BaseSampler):
                 if sum(1 for u in trials[i + 1:] if u.state not in _UNFINISHED) < self.max_lag:
                     break
                 continue
-            reward = self._reward(study, t)
-            tokens = self._encode(t.params) if reward is not None else None
+            reward = trial_reward(study, t)
+            tokens = encode(self._choices, t.params) if reward is not None else None
             if tokens is not None:
                 out.append((tokens, reward))
         return out
@@ -113,29 +113,8 @@ class EvolutionSampler(BaseSampler):
             child[int(pos)] = int(others[int(rng.integers(len(others)))])
         return self._decode(child)
 
-    # ---- encoding --------------------------------------------------------------------------
     def _decode(self, tokens: Sequence[int]) -> dict[str, Any]:
-        return {name: self._choices[name][a] for name, a in zip(self._names, tokens)}
-
-    def _encode(self, params: Mapping[str, Any]) -> list[int] | None:
-        tokens = []
-        for name, values in self._choices.items():
-            if name not in params:
-                return None
-            idx = next((i for i, v in enumerate(values) if v == params[name]), None)
-            if idx is None:
-                return None
-            tokens.append(idx)
-        return tokens
-
-    @staticmethod
-    def _reward(study: Study, trial: FrozenTrial) -> float | None:
-        if trial.state != TrialState.COMPLETE or trial.values is None or len(trial.values) != 1:
-            return None
-        value = float(trial.values[0])
-        if not math.isfinite(value):
-            return None
-        return -value if study.direction == optuna.study.StudyDirection.MINIMIZE else value
+        return decode(self._choices, tokens)
 
 
 __all__ = ["EvolutionSampler"]

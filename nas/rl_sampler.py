@@ -45,13 +45,14 @@ import threading
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
-import optuna
 import torch
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
+
+from .sampler_common import decode, encode, trial_reward
 
 _UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 
@@ -275,29 +276,13 @@ class RLSampler(BaseSampler):
         return self._decode(tokens)
 
     def _decode(self, tokens: Sequence[int]) -> dict[str, Any]:
-        return {name: self._choices[name][a] for name, a in zip(self._names, tokens)}
+        return decode(self._choices, tokens)
 
     def _encode(self, params: Mapping[str, Any]) -> list[int] | None:
-        tokens = []
-        for name, values in self._choices.items():
-            if name not in params:
-                return None
-            value = params[name]
-            idx = next((i for i, v in enumerate(values) if v == value and type(v) is type(value)), None)
-            if idx is None:
-                idx = next((i for i, v in enumerate(values) if v == value), None)
-            if idx is None:
-                return None
-            tokens.append(idx)
-        return tokens
+        return encode(self._choices, params)
 
     def _reward(self, study: Study, trial: FrozenTrial) -> float | None:
-        if trial.state != TrialState.COMPLETE or trial.values is None or len(trial.values) != 1:
-            return None
-        value = float(trial.values[0])
-        if not math.isfinite(value):
-            return None
-        return -value if study.direction == optuna.study.StudyDirection.MINIMIZE else value
+        return trial_reward(study, trial)
 
     def _sync(self, study: Study) -> None:
         key = (study.study_name, getattr(study, "_study_id", None))

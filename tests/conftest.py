@@ -41,6 +41,17 @@ def _fashion_subset(n_train: int, n_test: int):
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread, as the project runs: two threads on a busy 2-core machine crawl."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A tiny data folder, the tiny space and a latency table for it (measured here)."""

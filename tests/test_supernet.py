@@ -36,13 +36,7 @@ MNASNET_SPACE = {  # MnasNet-style SE (a ratio of the block input) and a searche
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as the project runs: two threads on a busy 2-core machine crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _perturb_bn(net: torch.nn.Module, seed: int = 0) -> None:
