@@ -20,17 +20,17 @@ import threading
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from optuna.distributions import BaseDistribution, CategoricalDistribution
-from optuna.samplers import BaseSampler, RandomSampler
+from optuna.distributions import BaseDistribution
+from optuna.samplers import RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from .sampler_common import decode, encode, trial_reward
+from .sampler_common import StudySampler, decode, encode, trial_reward
 
 _UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 
 
-class EvolutionSampler(BaseSampler):
+class EvolutionSampler(StudySampler):
     """Aging evolution over a static categorical space (`SearchSpace.choices()`)."""
 
     def __init__(self, choices: Mapping[str, Sequence[Any]], seed: int | None = 0, population: int = 50,
@@ -48,24 +48,7 @@ class EvolutionSampler(BaseSampler):
         self._random = RandomSampler(seed=self._seed)
         self._lock = threading.Lock()
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def reseed_rng(self) -> None:
-        self._random.reseed_rng()
-
     # ---- Optuna API ------------------------------------------------------------------------
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        if len(study.directions) > 1:
-            return {}
-        return {name: CategoricalDistribution(values) for name, values in self._choices.items()}
-
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         if not search_space:
@@ -73,10 +56,6 @@ class EvolutionSampler(BaseSampler):
         with self._lock:
             params = self.propose(trial.number, self.history(study, before=trial.number))
         return {k: v for k, v in params.items() if k in search_space}
-
-    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
 
     # ---- the algorithm ---------------------------------------------------------------------
     def history(self, study: Study, before: int | None = None) -> list[tuple[list[int], float]]:

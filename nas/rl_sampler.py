@@ -46,13 +46,13 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from optuna.distributions import BaseDistribution, CategoricalDistribution
-from optuna.samplers import BaseSampler, RandomSampler
+from optuna.distributions import BaseDistribution
+from optuna.samplers import RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from .sampler_common import decode, encode, trial_reward
+from .sampler_common import StudySampler, decode, encode, trial_reward
 
 _UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 
@@ -138,7 +138,7 @@ class _Policy(nn.Module):
         return out
 
 
-class RLSampler(BaseSampler):
+class RLSampler(StudySampler):
     """MnasNet-style RL controller (LSTM policy, PPO) over a static categorical space.
 
     The objective must suggest these names with exactly these options (as
@@ -194,20 +194,6 @@ class RLSampler(BaseSampler):
         self.updates = 0
         self.consumed_rewards = 0
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def reseed_rng(self) -> None:
-        """Reseed the uniform fallback. Policy samples are keyed by (seed, trial number), so
-        threads sharing this instance never draw the same stream and a resume stays exact."""
-        self._random.reseed_rng()
-
     @property
     def choices(self) -> dict[str, list]:
         return {k: list(v) for k, v in self._choices.items()}
@@ -216,11 +202,6 @@ class RLSampler(BaseSampler):
         return {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
 
     # ---- Optuna API ------------------------------------------------------------------------
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        if len(study.directions) > 1:
-            return {}
-        return {name: CategoricalDistribution(values) for name, values in self._choices.items()}
-
     def sample_relative(self, study: Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         if not search_space:
@@ -229,10 +210,6 @@ class RLSampler(BaseSampler):
             self._sync(study)
             params = self._propose(trial.number)
         return {k: v for k, v in params.items() if k in search_space}
-
-    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
 
     # ---- public helpers --------------------------------------------------------------------
     def sync(self, study: Study) -> int:

@@ -4,9 +4,12 @@ static categorical space as a token list, and a finished trial's reward."""
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Mapping, Sequence
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
@@ -41,4 +44,37 @@ def trial_reward(study: Study, trial: FrozenTrial) -> float | None:
     return -value if study.direction == optuna.study.StudyDirection.MINIMIZE else value
 
 
-__all__ = ["decode", "encode", "trial_reward"]
+class StudySampler(BaseSampler):
+    """Optuna plumbing of a controller over ``self._choices`` whose state comes from the study:
+    relative sampling of every choice (none in a multi-objective study, which falls back to
+    ``self._random``), and pickling without the lock that guards its state."""
+
+    _choices: dict[str, list]
+    _random: BaseSampler
+    _lock: threading.Lock
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def reseed_rng(self) -> None:
+        """Reseed the uniform fallback. Samples are keyed by (seed, trial number), so threads
+        sharing this instance never draw the same stream and a resume stays exact."""
+        self._random.reseed_rng()
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        if len(study.directions) > 1:
+            return {}
+        return {name: CategoricalDistribution(values) for name, values in self._choices.items()}
+
+    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+
+__all__ = ["StudySampler", "decode", "encode", "trial_reward"]
