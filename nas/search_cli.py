@@ -60,7 +60,8 @@ def _size(flag: str):
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "search", help="latency-aware architecture search (MnasNet reward; rl, tpe, nsga2 or random controller)",
+        "search", help="latency-aware architecture search (MnasNet or TuNAS reward; rl, evolution, tpe, nsga2 or "
+                         "random controller; proxy or supernet evaluator)",
         description="Search a space for the net with the best ACC x (LAT/TARGET)^w. Accuracy: short proxy "
                     "training; latency: this machine's lookup table (built first if missing). Run the same "
                     "command again to continue; share --storage/--study between workers.")
