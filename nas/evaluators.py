@@ -104,12 +104,6 @@ class SupernetEvaluator:
         net, meta = open_supernet(folder, space=space, data=data, resolution=resolution)
         return cls(net, meta, Path(folder), data, **kw)
 
-    def point(self, spec: ArchSpec) -> dict:
-        params = self.space.encode(spec)
-        if params is None:
-            raise UserError(f"net {spec.name!r} is not a net of space {self.space.name!r}; the supernet cannot score it")
-        return params
-
     def __call__(self, spec: ArchSpec) -> Evaluation:
         t0 = time.perf_counter()
         params = self.space.encode(spec)

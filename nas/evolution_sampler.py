@@ -41,7 +41,6 @@ class EvolutionSampler(StudySampler):
             raise ValueError(f"EvolutionSampler: population {population}, sample_size {sample_size}, "
                              f"mutations {mutations} out of range")
         self._choices = {str(k): list(v) for k, v in choices.items()}
-        self._names = list(self._choices)
         self._seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
         self.population, self.sample_size, self.mutations = int(population), int(sample_size), int(mutations)
         self.max_lag = int(max_lag)
