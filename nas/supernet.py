@@ -79,12 +79,13 @@ class SupernetConfig:
     checkpoint_minutes: float = 2.0
     eval_every: int = 0           # steps between curve evaluations (0: 10 per run)
     device: str = "cpu"
+    accumulate: int = 1           # micro-batches per step and process (BN statistics per micro-batch)
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str):
             raise UserError(f"supernet setting {name}={getattr(self, name)!r} {why}")
 
-        for name in ("steps", "batch_size", "resolution"):
+        for name in ("steps", "batch_size", "resolution", "accumulate"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(name, "must be a positive integer")
@@ -111,7 +112,8 @@ class SupernetConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     # settings that change the weights a run reaches (others may change on a resume)
-    IDENTITY_EXEMPT = ("threads", "checkpoint_minutes", "device", "eval_every")
+    # how the work is spread (processes, micro-batches) may change on a resume, like the threads
+    IDENTITY_EXEMPT = ("threads", "checkpoint_minutes", "device", "eval_every", "accumulate")
 
     def identity(self) -> dict:
         return {k: v for k, v in self.to_dict().items() if k not in self.IDENTITY_EXEMPT}
@@ -255,7 +257,12 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
     from search_space import get_space
     from search_space.supernet import Supernet
 
+    from .distributed import current, wrap
+
+    world = current()
     log = log or (lambda s: print(s, file=sys.stderr))
+    if not world.main:
+        progress, log = False, (lambda s: None)
     out = Path(out)
     space = get_space(cfg.space)
     if out.exists() and not out.is_dir():
@@ -265,6 +272,9 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
     train, _ = search_splits(data, resolution=cfg.resolution, val_size=cfg.val_size, split_seed=cfg.split_seed)
     if len(train) < cfg.batch_size:
         raise UserError(f"batch size {cfg.batch_size} exceeds the {len(train)} training images")
+    if cfg.batch_size % (world.size * cfg.accumulate):
+        raise UserError(f"--batch-size {cfg.batch_size}: must be a multiple of {world.size} process(es) x "
+                        f"{cfg.accumulate} micro-batch(es)")
     meta = {
         "format": FORMAT, "version": FORMAT_VERSION, "space": space.name, "space_fingerprint": space_fingerprint(space),
         "space_def": space.to_dict(), "data": data_fingerprint(data), "resolution": cfg.resolution,
@@ -303,6 +313,8 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
                  "ema": ema_before}
 
         def save() -> None:
+            if not world.main:  # one writer; the other processes hold the same weights
+                return
             model_sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
             _atomic_save({"format": FORMAT, "version": FORMAT_VERSION, "meta": meta, "model": model_sd,
                           "optimizer": opt.state_dict(), "step": state["step"], "curves": curves,
@@ -311,6 +323,9 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
                               "complete": state["step"] >= cfg.steps, "curves": curves[-1:] if curves else []})
 
         eval_every = cfg.eval_every or max(1, cfg.steps // 10)
+        # each net of a step touches other weights: DDP must look for the unused ones; BN running
+        # statistics stay per process (rank 0's are saved; scoring recalibrates them anyway)
+        parallel = wrap(net, world, cfg.device, find_unused=True, sync_buffers=False)
         images = 0
         t_run = time.perf_counter()
         last_save = time.monotonic()
@@ -324,7 +339,7 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
                 t0 = time.perf_counter()
                 state["buffers"] = {k: b.clone() for k, b in net.named_buffers()}
                 state["phase"] = "forward"
-                loss_big = _train_step(net, opt, space, cfg, train, step)
+                loss_big = _train_step(net, opt, space, cfg, train, step, parallel, world)
                 # the update and the step count change together: an interrupt saves both or neither
                 state["phase"] = "update"
                 opt.step()
@@ -335,7 +350,7 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
                 state["seconds"] += time.perf_counter() - t0
                 ema = loss_big if ema is None else 0.95 * ema + 0.05 * loss_big
                 state["ema"] = ema
-                if step % eval_every == 0 or step == cfg.steps:
+                if world.main and (step % eval_every == 0 or step == cfg.steps):
                     curves.append(_curve_point(net, space, cfg, data, step, ema, state["seconds"]))
                     bar.log(_curve_text(curves[-1]))
                 bar.update(step, loss=f"{ema:.3f}")
@@ -345,7 +360,8 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, data, *, progress: bool
             if step > start or not ckpt_path.exists():  # a finished run started again changes nothing
                 save()
         wall = time.perf_counter() - t_run
-        _plot_curves(curves, out / "curves.png", space.name)
+        if world.main:
+            _plot_curves(curves, out / "curves.png", space.name)
         return TrainOutcome(out, state["step"], start, state["seconds"], images / wall if wall > 0 else 0.0, curves)
     finally:
         torch.set_num_threads(threads_before)
@@ -384,32 +400,53 @@ def _check_resume(was: dict, now: dict, out: Path) -> None:
                             "continue with the same settings or use another --out")
 
 
-def _train_step(net, opt, space, cfg: SupernetConfig, train, step: int) -> float:
-    """The gradients of one step over the step's nets (the caller applies them); returns the first net's loss."""
+def _train_step(net, opt, space, cfg: SupernetConfig, train, step: int, parallel=None, world=None) -> float:
+    """The gradients of one step over the step's nets (the caller applies them); returns the first net's loss.
+
+    ``parallel``: ``net`` in DistributedDataParallel; this process then trains on its share of
+    the step's batch, and the gradients of all the step's nets are averaged over the processes
+    once, with the last net's backward pass.
+    """
+    import contextlib
+
+    from .distributed import World
+
+    parallel = parallel if parallel is not None else net
+    world = world or World()
     for group in opt.param_groups:
         group["lr"] = lr_at(cfg, step)
-    x, y = train.batch(batch_positions(len(train), cfg.batch_size, cfg.seed, step))
-    x, y = _as_input(x, cfg), y.to(cfg.device)
+    positions = batch_positions(len(train), cfg.batch_size, cfg.seed, step)
+    x_all, y_all = train.batch(positions[world.share(positions)])
+    x_all, y_all = _as_input(x_all, cfg), y_all.to(cfg.device)
     net.train()
     opt.zero_grad(set_to_none=True)
-    teacher = None
     first_loss = float("nan")
-    torch.manual_seed(cfg.seed * 7_919 + step)  # dropout: a function of (seed, step)
-    for k, (role, point) in enumerate(step_nets(space, cfg, step)):
-        net.activate(point)
-        logits = net(x)
-        if teacher is not None and cfg.distill:
-            loss = F.kl_div(F.log_softmax(logits, 1), teacher, reduction="batchmean")
-        else:
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        if role == "largest":
-            teacher = F.softmax(logits.detach(), 1)
-        value = float(loss.detach())
-        if not math.isfinite(value):  # before any of it reaches the weights
-            raise UserError(f"supernet training diverged at step {step} ({role} net loss {value}); lower --lr")
-        loss.backward()
-        if k == 0:
-            first_loss = value
+    nets = step_nets(space, cfg, step)
+    size = len(x_all) // cfg.accumulate
+    for j in range(cfg.accumulate):
+        x, y = x_all[j * size:(j + 1) * size], y_all[j * size:(j + 1) * size]
+        # dropout: a function of (seed, step, micro-batch of the global batch), however the work is split
+        torch.manual_seed(cfg.seed * 7_919 + step + 104_729 * (world.rank * cfg.accumulate + j))
+        teacher = None
+        for k, (role, point) in enumerate(nets):
+            net.activate(point)
+            last = k == len(nets) - 1 and j == cfg.accumulate - 1
+            # forward and backward inside no_sync: the gradients reach the other processes once, summed
+            with contextlib.nullcontext() if last or not world.parallel else parallel.no_sync():
+                logits = parallel(x)
+                if teacher is not None and cfg.distill:
+                    loss = F.kl_div(F.log_softmax(logits, 1), teacher, reduction="batchmean")
+                else:
+                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                if role == "largest":
+                    teacher = F.softmax(logits.detach(), 1)
+                value = world.mean(float(loss.detach()))  # all processes see a divergence together
+                if not math.isfinite(value):  # before any of it reaches the weights
+                    raise UserError(f"supernet training diverged at step {step} ({role} net loss {value}); "
+                                    "lower --lr")
+                (loss / cfg.accumulate if cfg.accumulate > 1 else loss).backward()
+            if k == 0:
+                first_loss = value if j == 0 else first_loss + (value - first_loss) / (j + 1)
     if cfg.grad_clip:
         nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
     return first_loss

@@ -61,6 +61,9 @@ def register(sub) -> None:
     t.add_argument("--device", default="cpu", help="auto (a GPU when torch sees one), cpu or cuda (default cpu: "
                                                     "the bit-identical resume is promised on the CPU)")
     t.add_argument("--checkpoint-minutes", type=_number("--checkpoint-minutes"), default=d.checkpoint_minutes)
+    t.add_argument("--accumulate", type=_int("--accumulate", 1), default=d.accumulate,
+                   help="micro-batches per step (and process), the BN statistics of each: 1 process with "
+                        "--accumulate N computes what N torchrun processes do")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -83,12 +86,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .supernet import train_supernet
 
     from .devices import resolve_device
+    from .distributed import device_for, session
 
-    device = resolve_device(args.device)
+    device = device_for(resolve_device(args.device))
     cfg = SupernetConfig(device=device, space=args.space, steps=args.steps, resolution=args.resolution, seed=args.seed,
                          rule=args.rule, num_random=args.num_random, distill=args.distill,
                          warmup_largest=args.warmup_largest, kernel_sharing=args.kernel_sharing, lr=args.lr, batch_size=args.batch_size,
-                         val_size=args.val_size, threads=args.threads, checkpoint_minutes=args.checkpoint_minutes)
+                         val_size=args.val_size, threads=args.threads, checkpoint_minutes=args.checkpoint_minutes,
+                         accumulate=args.accumulate)
     from search_space import get_space
 
     get_space(cfg.space)  # a bad space name fails before the data set loads
@@ -96,12 +101,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .search_cli import _sigterm_as_interrupt
 
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), session(cfg.device) as world:
             outcome = train_supernet(cfg, args.out, data, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"nas: interrupted; the last checkpoint in {args.out} is kept: run the same command to continue",
               file=sys.stderr)
         return 130
+    if not world.main:
+        return 0
     last = outcome.curves[-1] if outcome.curves else {}
     print(f"supernet {cfg.space} in {outcome.out}: {outcome.steps} of {cfg.steps} steps "
           f"({outcome.seconds / 60:.1f} min of training in all); "
@@ -133,8 +140,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .supernet import load_checkpoint
 
     from .devices import resolve_device
+    from .distributed import device_for, session
 
-    device = resolve_device(args.device)
+    device = device_for(resolve_device(args.device))
     load_checkpoint(args.supernet)  # a missing or corrupt checkpoint fails before the data set loads
     data = load_dataset(args.data)
     ev = SupernetEvaluator.open(args.supernet, data, recalib_images=args.recalib_images, val_images=args.val_images,

@@ -26,6 +26,7 @@ weights of an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -66,12 +67,13 @@ class TrainConfig:
     threads: int | None = 1
     device: str = "cpu"
     checkpoint_minutes: float = 2.0
+    accumulate: int = 1  # micro-batches per step and process (gradient accumulation; BN statistics per micro-batch)
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str):
             raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: {why}")
 
-        for name in ("epochs", "batch_size", "resolution"):
+        for name in ("epochs", "batch_size", "resolution", "accumulate"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(name, "must be a positive integer")
@@ -89,7 +91,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    EXEMPT = ("threads", "device", "checkpoint_minutes")  # may change on a resume
+    EXEMPT = ("threads", "device", "checkpoint_minutes", "accumulate")  # may change on a resume
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -102,21 +104,32 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return cfg.peak_lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
-def _augment(x: torch.Tensor, g: torch.Generator, flip: bool) -> torch.Tensor:
-    """Random crops of the zero-padded image (pad = side / 8), and optional flips."""
+def _augment(x: torch.Tensor, g: torch.Generator, flip: bool, part: slice | None = None, total: int = 0) -> torch.Tensor:
+    """Random crops of the zero-padded image (pad = side / 8), and optional flips.
+
+    ``x`` is the ``part`` of a global batch of ``total`` images that this process holds: the
+    random numbers are drawn for the whole batch, so N processes crop as one process does.
+    """
     n, _, h, w = x.shape
+    part = part or slice(0, n)
+    total = total or n
     pad = max(1, h // 8)
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    dy = torch.randint(0, 2 * pad + 1, (total,), generator=g)[part]
+    dx = torch.randint(0, 2 * pad + 1, (total,), generator=g)[part]
     rows = (dy.view(n, 1) + torch.arange(h).view(1, h))  # (n, h)
     cols = (dx.view(n, 1) + torch.arange(w).view(1, w))  # (n, w)
     out = padded[torch.arange(n).view(n, 1, 1, 1), torch.arange(x.shape[1]).view(1, -1, 1, 1),
                  rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
     if flip:
-        mask = torch.rand(n, generator=g) < 0.5
+        mask = torch.rand(total, generator=g)[part] < 0.5
         out[mask] = out[mask].flip(-1)
     return out
+
+
+def _micro_batches(n: int, k: int) -> list[slice]:
+    size = n // k
+    return [slice(j * size, (j + 1) * size) for j in range(k)]
 
 
 def _accuracy(model: nn.Module, split, device: str, batch: int = 1000) -> float:
@@ -143,8 +156,12 @@ def train_net(spec, data, out: str | Path, cfg: TrainConfig, *, weights: dict | 
     from search_space import build
 
     from .data import batch_positions, search_splits, test_split
+    from .distributed import current, wrap
 
+    world = current()
     log = log or (lambda s: print(s, file=sys.stderr))
+    if not world.main:
+        progress, log = False, (lambda s: None)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file, not a folder")
@@ -155,6 +172,9 @@ def train_net(spec, data, out: str | Path, cfg: TrainConfig, *, weights: dict | 
     if per_epoch < 1:
         raise UserError(f"--batch-size {cfg.batch_size} exceeds the {len(train)} training images")
     total = cfg.epochs * per_epoch
+    if cfg.batch_size % (world.size * cfg.accumulate):
+        raise UserError(f"--batch-size {cfg.batch_size}: must be a multiple of {world.size} process(es) x "
+                        f"{cfg.accumulate} micro-batch(es)")
     before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -193,11 +213,15 @@ def train_net(spec, data, out: str | Path, cfg: TrainConfig, *, weights: dict | 
         out.mkdir(parents=True, exist_ok=True)
 
         def save(path: Path) -> None:
+            if not world.main:  # one writer; the other processes hold the same weights
+                return
             _atomic_save({"meta": meta, "model": {k: v.cpu() for k, v in model.state_dict().items()},
                           "ema": {k: v.cpu() for k, v in ema.state_dict().items()},
                           "optimizer": opt.state_dict(), "step": step, "history": history, "best": best}, path)
 
         crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        # BN statistics come from each process's share; its running averages from rank 0's (broadcast)
+        parallel = wrap(model, world, cfg.device)
         run_loss, run_n, t_save, started = 0.0, 0, time.monotonic(), step
         with Bar(progress, total, step, f"train {spec.name}", ("loss", "val")) as bar:
             while step < total:
@@ -208,20 +232,30 @@ def train_net(spec, data, out: str | Path, cfg: TrainConfig, *, weights: dict | 
                 for group in opt.param_groups:
                     group["lr"] = lr_at(cfg, step, per_epoch)
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-                x, y = train.batch(batch_positions(len(train), cfg.batch_size, cfg.seed, step))
-                x = _augment(x, g, cfg.flip).to(cfg.device)
-                torch.manual_seed(cfg.seed * 7_919 + step)  # dropout
-                loss = crit(model(x), y.to(cfg.device))
-                value = float(loss.detach())
+                positions = batch_positions(len(train), cfg.batch_size, cfg.seed, step)
+                mine = world.share(positions)
+                x, y = train.batch(positions[mine])
+                x = _augment(x, g, cfg.flip, mine, cfg.batch_size).to(cfg.device)
+                y = y.to(cfg.device)
+                opt.zero_grad(set_to_none=True)
+                value = 0.0
+                for j, part in enumerate(_micro_batches(len(x), cfg.accumulate)):
+                    # micro-batch m of the global batch draws the same dropout however the work is split
+                    torch.manual_seed(cfg.seed * 7_919 + step + 104_729 * (world.rank * cfg.accumulate + j))
+                    sync = j == cfg.accumulate - 1 or not world.parallel
+                    with contextlib.nullcontext() if sync else parallel.no_sync():
+                        loss = crit(parallel(x[part]), y[part]) / cfg.accumulate
+                        loss.backward()
+                    value += float(loss.detach())
+                value = world.mean(value)  # every process stops on a divergence together
                 if not math.isfinite(value):
                     raise UserError(f"training diverged at step {step} (loss {value}); lower --lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
                 opt.step()
-                ema.update_parameters(model)
+                if world.main:
+                    ema.update_parameters(model)
                 step += 1
                 run_loss, run_n = run_loss + value, run_n + 1
-                if step % per_epoch == 0:
+                if step % per_epoch == 0 and world.main:
                     acc = _accuracy(ema.module, val, cfg.device)
                     history.append({"epoch": step // per_epoch, "step": step, "train_loss": run_loss / run_n,
                                     "val_acc_ema": acc, "lr": lr_at(cfg, step - 1, per_epoch)})
@@ -233,10 +267,12 @@ def train_net(spec, data, out: str | Path, cfg: TrainConfig, *, weights: dict | 
                     t_save = time.monotonic()
                     bar.log(f"epoch {history[-1]['epoch']}: loss {history[-1]['train_loss']:.3f}, "
                             f"held-out accuracy (EMA) {acc:.4f}")
-                elif time.monotonic() - t_save >= cfg.checkpoint_minutes * 60:
+                elif step % per_epoch and time.monotonic() - t_save >= cfg.checkpoint_minutes * 60:
                     save(last)
                     t_save = time.monotonic()
                 bar.update(step, loss=f"{value:.3f}", val=f"{best:.4f}" if best >= 0 else "-")
+        if not world.main:
+            return {"spec": spec.name, "rank": world.rank, "steps": step}
         _write_curves(out, history)
         # the test set, once, with the best epoch's EMA weights
         ck = torch.load(out / "best.pt", map_location="cpu", weights_only=True)

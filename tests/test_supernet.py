@@ -356,10 +356,11 @@ def test_ctrl_c_saves_the_last_finished_step(tiny, tiny_supernet, tmp_path, monk
         if step != 3:
             return nets
 
-        def first_net_then_ctrl_c():  # mid-step: one net's forward and backward ran (BN statistics moved)
-            yield nets[0]
-            raise KeyboardInterrupt
-        return first_net_then_ctrl_c()
+        class FirstNetThenCtrlC(list):  # mid-step: one net's forward and backward ran (BN statistics moved)
+            def __iter__(self):
+                yield self[0]
+                raise KeyboardInterrupt
+        return FirstNetThenCtrlC(nets)
 
     monkeypatch.setattr(sn, "step_nets", interrupt_in_step_four)
     with pytest.raises(KeyboardInterrupt):
