@@ -140,7 +140,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .supernet import load_checkpoint
 
     from .devices import resolve_device
-    from .distributed import device_for, session
+    from .distributed import device_for
 
     device = device_for(resolve_device(args.device))
     load_checkpoint(args.supernet)  # a missing or corrupt checkpoint fails before the data set loads
