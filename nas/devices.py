@@ -30,4 +30,19 @@ def resolve_device(name: str | None) -> str:
     raise UserError(f"--device {name!r}: expected one of {', '.join(DEVICES)} (or cuda:N)")
 
 
-__all__ = ["DEVICES", "resolve_device"]
+
+
+def autocast(device: str):
+    """Mixed precision where it is safe without loss scaling: bf16 autocast on a GPU that supports
+    it (fp16 would need a GradScaler and overflows in softmax/SE without one); full precision on
+    CPUs and older GPUs, so nothing changes there."""
+    import contextlib
+
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+__all__ = ["DEVICES", "resolve_device", "autocast"]

@@ -69,6 +69,7 @@ def register(sub) -> None:
     c.add_argument("--no-latency", action="store_true", help="skip latency (no table needed)")
     c.add_argument("--no-accuracy", action="store_true", help="skip proxy training")
     c.add_argument("--out", default=None, help="also write check.md and check.json here")
+    c.add_argument("--device", default="cpu", help="where the proxy trains: auto, cpu or cuda (default cpu)")
     c.set_defaults(func=cmd_check)
 
 
@@ -114,7 +115,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         from .data import load_dataset
 
         data = load_dataset(args.data)
-    proxy = ProxyConfig(steps=args.steps, resolution=args.proxy_resolution, max_train_images=args.max_train_images)
+    from .devices import resolve_device
+
+    proxy = ProxyConfig(steps=args.steps, resolution=args.proxy_resolution, max_train_images=args.max_train_images,
+                        device=resolve_device(args.device))
     report = run_check(spec, args.against, table=table, data=data, proxy_cfg=proxy, target_ms=args.target_ms,
                        measure_rounds=args.rounds, progress=True)
     print(report.to_text())

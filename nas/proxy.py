@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from nas.data import Dataset, Split, search_splits, test_split
+from nas.devices import autocast
 from search_space.errors import UserError
 
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -303,7 +304,8 @@ def _train(model: nn.Module, data: Dataset, cfg: ProxyConfig, steps: int,
         t0 = time.perf_counter()
         while done < steps:
             x, y = next(batches)
-            logits = model(_inputs(x, cfg))
+            with autocast(cfg.device):
+                logits = model(_inputs(x, cfg)).float()  # the loss in full precision
             if done == 0 and (logits.dim() != 2 or logits.shape[1] != data.num_classes):
                 raise UserError(f"model outputs shape {tuple(logits.shape)} but data set "
                                 f"{data.name} has {data.num_classes} classes")

@@ -409,6 +409,7 @@ def _train_step(net, opt, space, cfg: SupernetConfig, train, step: int, parallel
     """
     import contextlib
 
+    from .devices import autocast
     from .distributed import World
 
     parallel = parallel if parallel is not None else net
@@ -433,7 +434,8 @@ def _train_step(net, opt, space, cfg: SupernetConfig, train, step: int, parallel
             last = k == len(nets) - 1 and j == cfg.accumulate - 1
             # forward and backward inside no_sync: the gradients reach the other processes once, summed
             with contextlib.nullcontext() if last or not world.parallel else parallel.no_sync():
-                logits = parallel(x)
+                with autocast(cfg.device):
+                    logits = parallel(x).float()  # losses and the teacher in full precision
                 if teacher is not None and cfg.distill:
                     loss = F.kl_div(F.log_softmax(logits, 1), teacher, reduction="batchmean")
                 else:

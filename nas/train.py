@@ -156,6 +156,7 @@ def train_net(spec, data, out: str | Path, cfg: TrainConfig, *, weights: dict | 
     from search_space import build
 
     from .data import batch_positions, search_splits, test_split
+    from .devices import autocast
     from .distributed import current, wrap
 
     world = current()
@@ -244,7 +245,8 @@ def train_net(spec, data, out: str | Path, cfg: TrainConfig, *, weights: dict | 
                     torch.manual_seed(cfg.seed * 7_919 + step + 104_729 * (world.rank * cfg.accumulate + j))
                     sync = j == cfg.accumulate - 1 or not world.parallel
                     with contextlib.nullcontext() if sync else parallel.no_sync():
-                        loss = crit(parallel(x[part]), y[part]) / cfg.accumulate
+                        with autocast(cfg.device):
+                            loss = crit(parallel(x[part]), y[part]) / cfg.accumulate
                         loss.backward()
                     value += float(loss.detach())
                 value = world.mean(value)  # every process stops on a divergence together

@@ -79,6 +79,7 @@ def register(sub) -> None:
     p.add_argument("--val-size", type=int, default=None, help="held-out validation images (default 10000)")
     p.add_argument("--max-train-images", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch threads for training")
+    p.add_argument("--device", default="cpu", help="where fine-tuning runs: auto, cpu or cuda (default cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="require an unfinished run in --out and continue it "
                    "(rerunning with the same --out resumes anyway)")
@@ -94,6 +95,7 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     import dataclasses
 
     from nas.data import load_dataset
+    from nas.devices import resolve_device
     from nas.proxy import ProxyConfig
 
     from .latency_model import TableLatency
@@ -101,6 +103,7 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     from .start import adapt_state_dict, read_state_dict
 
     spec = _spec(args.spec)
+    device = resolve_device(args.device)  # before anything slow: a GPU that is not there fails at once
     geometry = {}
     for flag, field in (("latency_resolution", "resolution"), ("latency_channels", "in_channels"),
                         ("latency_classes", "num_classes")):
@@ -126,7 +129,8 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
 
     proxy_kw = {k: v for k, v in dict(lr=args.lr, batch_size=args.batch_size, eval_batches=args.eval_batches,
                                      val_size=args.val_size, max_train_images=args.max_train_images,
-                                     threads=args.threads, resolution=args.resolution).items() if v is not None}
+                                     threads=args.threads, resolution=args.resolution,
+                                     device=device).items() if v is not None}
     proxy = ProxyConfig(**proxy_kw)
     predict = TableLatency(args.table, measure_missing=not args.no_measure, quiet_wait=args.quiet_wait,
                            progress=not args.quiet)

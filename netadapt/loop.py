@@ -327,8 +327,11 @@ class _Run:
                             "use another --out")
         mine = self.cfg.to_dict()
         for key in LOCKED:
-            if st["config"].get(key) != mine.get(key):
-                raise UserError(f"{self.out}: was run with {key}={st['config'].get(key)!r}, not {mine.get(key)!r}; "
+            was, now = st["config"].get(key), mine.get(key)
+            if key == "proxy" and isinstance(was, dict):  # where it runs (threads, device) may change
+                was, now = ({k: v for k, v in d.items() if k not in ("threads", "device")} for d in (was, now))
+            if was != now:
+                raise UserError(f"{self.out}: was run with {key}={was!r}, not {now!r}; "
                                 "use the same setting to resume or another --out")
 
 

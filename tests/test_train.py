@@ -96,6 +96,8 @@ def test_starts_from_given_weights(tiny, trained, tmp_path):
     (["--device", "tpu"], "expected one of auto, cpu, cuda"),
     (["--data", "/no/such/folder"], "does not exist"),
     (["--epochs", "0"], "must be at least 1"),
+    (["--batch-size", "63", "--accumulate", "2", "--val-size", "100"], "--batch-size 63: must be a multiple of 1 process(es) x 2"),
+    (["--accumulate", "0"], "--accumulate 0: must be at least 1"),
 ])
 def test_bad_input_is_one_line_exit_2(tiny, tmp_path, args, msg):
     argv = ["mnv3-small", "--out", str(tmp_path / "o"), "--data", str(tiny["data"]), *args]
