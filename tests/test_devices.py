@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.devices import autocast, resolve_device
+from nas.devices import autocast
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = torch.cuda.is_available()
