@@ -224,11 +224,13 @@ def train_net(spec, data, out: str | Path, cfg: TrainConfig, *, weights: dict | 
         # BN statistics come from each process's share; its running averages from rank 0's (broadcast)
         parallel = wrap(model, world, cfg.device)
         run_loss, run_n, t_save, started = 0.0, 0, time.monotonic(), step
+        t_loop = time.perf_counter()
         with Bar(progress, total, step, f"train {spec.name}", ("loss", "val")) as bar:
             while step < total:
                 if stop_after is not None and step - started >= stop_after:
                     save(last)
-                    return {"stopped": step}
+                    wall = time.perf_counter() - t_loop
+                    return {"stopped": step, "images_per_second": (step - started) * cfg.batch_size / max(wall, 1e-9)}
                 model.train()
                 for group in opt.param_groups:
                     group["lr"] = lr_at(cfg, step, per_epoch)
