@@ -112,3 +112,34 @@ def max_abs_diff(module: torch.nn.Module, inputs: Sequence[torch.Tensor], model:
     sess = make_session(model if isinstance(model, bytes) else str(model), threads=1)
     got = sess.run(None, {n: t.numpy() for n, t in zip(input_names(len(inputs)), inputs)})
     return float(max(np.abs(a - b).max() for a, b in zip(ref, got)))
+
+
+def output_scale_diff(module: torch.nn.Module, inputs: Sequence[torch.Tensor],
+                      model: bytes | str | Path) -> tuple[float, float]:
+    """(max |torch - onnxruntime|, the same over max |torch output|) for the same inputs.
+
+    The relative figure is the one to judge an export by: a freshly initialised net's logits
+    are ~1e-9, where any export, right or wrong, passes an absolute tolerance.
+    """
+    err = max_abs_diff(module, inputs, model)
+    with torch.no_grad():
+        scale = max(float(t.abs().max()) for t in _as_tuple(module.eval()(*inputs)))
+    return err, err / scale if scale > 0 else float("inf")
+
+
+def set_bn_statistics(module: torch.nn.Module, batch: torch.Tensor) -> torch.nn.Module:
+    """BatchNorm running statistics measured on ``batch`` (the cumulative average of one
+    train-mode pass), so an untrained net computes at its working scale, not at ~1e-9 (each
+    BN layer of a fresh net divides by a unit variance its input does not have)."""
+    bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    module.train()
+    with torch.no_grad(), one_thread():
+        module(batch)
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    return module.eval()
+

@@ -14,6 +14,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import search_space
 from latency import export
@@ -87,6 +88,26 @@ def test_op_export_matches_torch(which):
     module = search_space.build_op(op)
     inputs = export.op_inputs(op)
     assert export.max_abs_diff(module, inputs, export.export_module(module, inputs)) < 1e-4
+
+
+def test_a_wrong_export_is_caught_at_the_output_scale():
+    spec = small(64)
+    fresh = search_space.build(spec, seed=0).eval()
+    inputs = export.random_inputs([export.net_input_shape(spec)])
+    onnx = export.export_module(fresh, inputs)
+    wrong = search_space.build(spec, seed=0).eval()
+    with torch.no_grad():
+        wrong.classifier[-1].weight.mul_(1.05)  # torch and the file now disagree by 5%
+    # untrained BN: logits ~1e-9, so an absolute tolerance passes the wrong pair as well
+    assert export.max_abs_diff(wrong, inputs, onnx) < 1e-4
+    assert export.output_scale_diff(wrong, inputs, onnx)[1] > 1e-2
+    assert export.output_scale_diff(fresh, inputs, onnx)[1] < 1e-4
+    # with BN statistics from a batch the outputs have working scale and the check stays tight
+    batch = torch.randn(4, *export.net_input_shape(spec)[1:], generator=torch.Generator().manual_seed(1))
+    calibrated = export.set_bn_statistics(search_space.build(spec, seed=0), batch)
+    with torch.no_grad():
+        assert calibrated(*inputs).abs().max() > 1e3 * fresh(*inputs).abs().max()
+    assert export.output_scale_diff(calibrated, inputs, export.export_module(calibrated, inputs))[1] < 1e-4
 
 
 def test_net_export_matches_torch(tmp_path):
