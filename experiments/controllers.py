@@ -1,4 +1,4 @@
-"""Controllers benchmark: rl, tpe, nsga2 and random at the same trial budget, several seeds.
+"""Controllers benchmark: rl, tpe, nsga2, evolution and random at the same trial budget, several seeds.
 
 Every run is a real `nas search` (nas.search.run_search) on the same space, reward, latency
 table and proxy training; only the controller and its seed change. The proxy's own seeds
@@ -17,6 +17,13 @@ verdict is taken on the mean (the proxy's seed-to-seed noise is of the order of 
     python experiments/controllers.py                      # the README table (~15 min on 2 cores,
                                                            # with this machine's latency table built)
     python experiments/controllers.py --trials 40 --seeds 0,1,2,3 --steps 150 --proxy-resolution 32
+
+At scale, with a trained supernet scoring each net in seconds (one evaluation cache for all runs,
+kept in the output folder, so the benchmark resumes and can be split over days):
+
+    python experiments/controllers.py --evaluator supernet --supernet runs/supernet-small \
+        --controllers rl,tpe,nsga2,evolution,random --seeds 0,1,2 --trials 1000 \
+        --out experiments/results/controllers-supernet --results experiments/results/controllers_supernet
 
 Budget flags: --trials, --seeds, --controllers, --steps, --proxy-resolution, --batch-size,
 --val-size, --confirm-seeds. Run again with the same flags to continue an interrupted run.
@@ -94,6 +101,27 @@ def cached_evaluator(cache: EvalCache, data, pcfg, init_seed: int):
     return evaluate
 
 
+def cached_supernet_evaluator(cache: EvalCache, evaluator):
+    """The supernet's score of a net is a function of the net (and of the scoring settings): one
+    cache serves every run, and every invocation of the benchmark."""
+    from nas.search import Evaluation
+
+    settings = evaluator.settings()
+
+    def evaluate(spec):
+        key = cache.key(spec, settings, 0)
+        hit = cache.get(key)
+        if hit is not None:
+            cache.hits += 1
+            return Evaluation(hit["accuracy"], hit["diverged"], 0.0, {"cached": True})
+        cache.misses += 1
+        ev = evaluator(spec)
+        cache.put(key, {"accuracy": ev.accuracy, "diverged": ev.diverged, "seconds": ev.train_seconds})
+        return Evaluation(ev.accuracy, ev.diverged, ev.train_seconds, {})
+
+    return evaluate
+
+
 def best_so_far(rewards: list[float | None]) -> list[float]:
     out, best = [], -math.inf
     for r in rewards:
@@ -111,6 +139,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="small")
     p.add_argument("--controllers", default="rl,tpe,nsga2,random")
+    p.add_argument("--evaluator", choices=("proxy", "supernet"), default="proxy",
+                   help="proxy training (default) or a trained supernet's weights (--supernet DIR)")
+    p.add_argument("--supernet", default=None, help="supernet folder (`nas supernet train`)")
+    p.add_argument("--recalib-images", type=int, default=None, help="supernet scoring: BN recalibration images")
+    p.add_argument("--val-images", type=int, default=None, help="supernet scoring: held-out images")
+    p.add_argument("--reward", choices=("mnas", "abs"), default="mnas",
+                   help="mnas: ACC x (LAT/TAR)^w; abs: ACC + beta x |LAT/TAR - 1| (TuNAS)")
+    p.add_argument("--beta", type=float, default=None, help="abs reward's beta (default -0.1)")
     p.add_argument("--seeds", default="0,1", help="controller seeds (comma-separated)")
     p.add_argument("--trials", type=int, default=14, help="completed trials per run")
     p.add_argument("--target-like", default=REFERENCE)
@@ -169,9 +205,23 @@ def run(args) -> int:
     val = int(args.val_size) if args.val_size >= 1 else args.val_size
     overrides = {"steps": args.steps, "resolution": args.proxy_resolution, "batch_size": args.batch_size,
                  "val_size": val, "bn_recalib_batches": args.bn_recalib, "threads": args.threads}
-    pcfg = proxy_config(overrides, seed=0)
     cache = EvalCache(out / "eval_cache.json")
-    evaluate = cached_evaluator(cache, data, pcfg, init_seed=0)
+    if args.evaluator == "supernet":
+        from nas.evaluators import SupernetEvaluator
+
+        if not args.supernet:
+            raise UserError("--evaluator supernet needs --supernet DIR")
+        kw = {k: v for k, v in (("recalib_images", args.recalib_images), ("val_images", args.val_images)) if v}
+        sn = SupernetEvaluator.open(args.supernet, data, space=space, threads=args.threads, **kw)
+        # the trials' training geometry and held-out split are the supernet's
+        overrides.update(resolution=sn.resolution, val_size=sn.meta["config"]["val_size"])
+        evaluate = cached_supernet_evaluator(cache, sn)
+        args.confirm_seeds = 0  # the standalone proof of found nets is experiments/search_vs_random.py
+    elif args.supernet:
+        raise UserError("--supernet is only used with --evaluator supernet")
+    pcfg = proxy_config(overrides, seed=0)
+    if args.evaluator == "proxy":
+        evaluate = cached_evaluator(cache, data, pcfg, init_seed=0)
 
     runs = []
     for seed in seeds:  # seeds outer: an interrupted benchmark has every controller at equal seeds
@@ -179,6 +229,7 @@ def run(args) -> int:
             name = f"{controller}-s{seed}"
             cfg = SearchConfig(space=args.space, controller=controller, target_like=args.target_like, w=args.w,
                                trials=args.trials, out=out / "runs" / name, seed=seed, table=str(table_path),
+                               reward=args.reward, **({"beta": args.beta} if args.beta is not None else {}),
                                proxy=overrides, enqueue_known=False, zoo_reference=(REFERENCE,),
                                progress=not args.no_progress, plots=False)
             t0 = time.time()
@@ -216,9 +267,17 @@ def run(args) -> int:
     pool = [x for r in runs if r["controller"] == "random" for x in r["rewards"] if x is not None] or \
         [x for r in runs for x in r["rewards"] if x is not None]
     base = statistics.median(pool)
+    random_finals = [r["best_reward"] for r in runs if r["controller"] == "random" and r["best_reward"] is not None]
+    random_best = statistics.median(random_finals) if random_finals else None
     for r in runs:
         r["trials_to_95pct"] = first_reaching(r["curve"], 0.95 * global_best)
         r["trials_to_95pct_gap"] = first_reaching(r["curve"], base + 0.95 * (global_best - base))
+        # the question of the issue: how soon does a controller match what random search ends with?
+        r["trials_to_random_best"] = first_reaching(r["curve"], random_best) if random_best is not None else None
+        tail = [x for x in r["rewards"][len(r["rewards"]) * 3 // 4:] if x is not None and math.isfinite(x)]
+        r["last_quarter_mean_reward"] = statistics.mean(tail) if tail else None
+        r["best_latency_over_target"] = (r["best_latency_ms"] / r["target_ms"] - 1
+                                         if r["best_latency_ms"] and r["target_ms"] else None)
 
     confirm = confirm_challengers(runs, args.confirm_seeds, data, overrides, cache, space) if args.confirm_seeds else {}
     for r in runs:
@@ -230,7 +289,9 @@ def run(args) -> int:
             "proxy": {k: v for k, v in pcfg.to_dict().items() if k != "device"}, "w": args.w,
             "target_like": args.target_like, "target_ms": runs[0]["target_ms"], "table": str(table_path),
             "table_cpu": table.meta.get("cpu"), "global_best_reward": global_best, "random_median_reward": base,
-            "confirm_seeds": args.confirm_seeds, "confirm": confirm, "seconds": round(time.time() - t_start, 1),
+            "confirm_seeds": args.confirm_seeds, "confirm": confirm, "evaluator": args.evaluator,
+            "supernet": args.supernet, "reward": args.reward, "beta": args.beta, "random_final_best_median": random_best,
+            "cache_hits": cache.hits, "cache_misses": cache.misses, "seconds": round(time.time() - t_start, 1),
             "nets_trained": len(cache.data), "load_avg_1min_end": os.getloadavg()[0]}
     write_outputs(Path(args.results), runs, per, meta)
     return 0
@@ -293,8 +354,17 @@ def summarize(runs, controllers):
             "beats_ref": sum(r["beats_ref"] for r in rs),
             "confirmed_beats_ref": sum(1 for r in rs if r.get("confirmed_beats_ref")),
             "distinct_nets_mean": _ms([r["distinct_nets"] for r in rs])[0],
+            "trials_to_random_best_median": _median_or_none([r.get("trials_to_random_best") for r in rs]),
+            "reached_random_best": sum(1 for r in rs if r.get("trials_to_random_best")),
+            "last_quarter_mean_reward": _ms([r.get("last_quarter_mean_reward") for r in rs])[0],
+            "best_latency_over_target_mean": _ms([r.get("best_latency_over_target") for r in rs])[0],
         })
     return per
+
+
+def _median_or_none(values):
+    vals = [v for v in values if v]
+    return statistics.median(vals) if vals else None
 
 
 def _fmt(x, spec=".4f"):
@@ -310,16 +380,25 @@ def write_outputs(prefix: Path, runs, per, meta) -> None:
     (prefix.with_suffix(".json")).write_text(json.dumps({"meta": meta, "per_controller": per, "runs": [
         {k: v for k, v in r.items() if k != "challenger_spec"} for r in runs]}, indent=1, default=str) + "\n")
     n = meta["trials"]
+    if meta.get("evaluator") == "supernet":
+        scorer = f"supernet {meta['supernet']} (BN recalibrated, held-out images)"
+    else:
+        scorer = f"proxy {meta['proxy']['steps']} steps at {meta['proxy']['resolution']}px"
+    reward = (f"ACC + {meta.get('beta') or -0.1} x |LAT/{meta['target_ms']:.3f} ms - 1|" if meta.get("reward") == "abs"
+              else f"ACC x (LAT/{meta['target_ms']:.3f} ms)^{meta['w']}")
     lines = [f"Controllers on the `{meta['space']}` space, {n} trials per run, seeds {meta['seeds']}; reward "
-             f"ACC x (LAT/{meta['target_ms']:.3f} ms)^{meta['w']} (target: {meta['target_like']} on this table); "
-             f"proxy {meta['proxy']['steps']} steps at {meta['proxy']['resolution']}px.", "",
-             "| controller | best reward (mean ± std) | best net: acc / ms | trials to 95% of best | "
-             "trials to 95% of gap | beats MNV3-Small at ≤ its latency | confirmed |",
-             "|---|---|---|---|---|---|---|"]
+             f"{reward} (target: {meta['target_like']} on this table); scored by {scorer}.", "",
+             "| controller | best reward (mean ± std) | best net: acc / ms | best net's latency vs target | "
+             "trials to random's final best (median) | mean reward, last quarter | trials to 95% of gap | "
+             "beats MNV3-Small at ≤ its latency | confirmed |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for p in per:
+        lat = p.get("best_latency_over_target_mean")
         lines.append(f"| {p['controller']} | {_fmt(p['best_reward_mean'])} ± {_fmt(p['best_reward_std'])} | "
                      f"{_fmt(p['best_accuracy_mean'])} / {_fmt(p['best_latency_ms_mean'], '.3f')} | "
-                     f"{_fmt(p['trials_to_95pct_median'], '.0f')} | "
+                     f"{'-' if lat is None else format(100 * lat, '+.1f') + '%'} | "
+                     f"{_fmt(p.get('trials_to_random_best_median'), '.0f')} ({p.get('reached_random_best', 0)}/"
+                     f"{p['runs']} runs) | {_fmt(p.get('last_quarter_mean_reward'))} | "
                      f"{_fmt(p['trials_to_95pct_gap_median'], '.1f')} ({p['reached_95pct_gap']}/{p['runs']} runs) | "
                      f"{p['beats_ref']}/{p['runs']} | {p['confirmed_beats_ref']}/{p['runs']} |")
     ref = meta["confirm"].get("_reference") if meta.get("confirm") else None
@@ -340,15 +419,27 @@ def plot(path: Path, runs, meta) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    colors = {"rl": "tab:red", "tpe": "tab:blue", "nsga2": "tab:green", "random": "tab:gray"}
+    colors = {"rl": "tab:red", "tpe": "tab:blue", "nsga2": "tab:green", "random": "tab:gray",
+              "evolution": "tab:purple"}
     for c in meta["controllers"]:
         curves = [r["curve"] for r in runs if r["controller"] == c and r["curve"]]
-        for cv in curves:
-            ax.plot(range(1, len(cv) + 1), cv, color=colors.get(c), alpha=0.25, lw=1)
-        if curves:
-            n = min(len(cv) for cv in curves)
-            mean = [statistics.mean(cv[i] for cv in curves) for i in range(n)]
-            ax.plot(range(1, n + 1), mean, color=colors.get(c), lw=2.2, label=f"{c} (mean of {len(curves)})")
+        if not curves:
+            continue
+        n = min(len(cv) for cv in curves)
+        xs = range(1, n + 1)
+        mean = [statistics.mean(cv[i] for cv in curves) for i in range(n)]
+        ax.plot(xs, mean, color=colors.get(c), lw=2.2, label=f"{c} (mean of {len(curves)} seeds)")
+        if len(curves) > 1:  # 95% band of the mean (t-free: 1.96 standard errors)
+            se = [statistics.stdev(cv[i] for cv in curves) / math.sqrt(len(curves)) for i in range(n)]
+            ax.fill_between(xs, [m - 1.96 * e for m, e in zip(mean, se)], [m + 1.96 * e for m, e in zip(mean, se)],
+                            color=colors.get(c), alpha=0.15, lw=0)
+        else:
+            ax.plot(xs, curves[0][:n], color=colors.get(c), alpha=0.25, lw=1)
+    if meta.get("random_final_best_median") is not None:
+        ax.axhline(meta["random_final_best_median"], color="tab:gray", ls="--", lw=1,
+                   label="random search's final best (median)")
+    if meta["trials"] >= 100:
+        ax.set_xscale("log")
     ax.axhline(meta["global_best_reward"] * 0.95, color="black", ls=":", lw=1, label="95% of best")
     ax.set_xlabel("completed trials")
     ax.set_ylabel("best reward so far")
