@@ -1,0 +1,228 @@
+"""Standalone proof: are the nets a search finds better than random search's and MobileNetV3's?
+
+Candidates, all at the same latency target (MobileNetV3-Small's on this machine's table):
+
+- each controller's best net from a supernet-scored controllers benchmark
+  (``experiments/controllers.py --evaluator supernet``; the run with the highest reward);
+- latency-matched random search: random nets of the space within +-``--band`` (2%) of the
+  target latency, as many as the benchmark's trials per run, scored by the same supernet
+  (the same evaluation cache), the best taken;
+- MobileNetV3-Small itself.
+
+Each is trained from scratch ``--steps`` steps (default 900 = 3x the search's proxy budget) for
+each of ``--seeds`` and scored on the **test set** once; then the nets are timed end to end
+with onnxruntime (``--measure``, on a quiet machine). Every training run is appended to the CSV
+as it finishes, so the same command continues; ``--shard K/N`` splits the runs over processes.
+
+    python experiments/search_vs_random.py \\
+        --benchmark experiments/results/controllers_supernet.json --phase all
+
+Writes results/search_vs_random.{csv,json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import random
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REFERENCE = "mnv3-small"
+FIELDS = ("candidate", "arch", "seed", "steps", "test_accuracy", "val_accuracy", "seconds", "diverged")
+
+
+def pick(args, space, data, latency) -> list[dict]:
+    """The candidates: each controller's best, latency-matched random search's best, the reference."""
+    from search_space.supernet import parse_arch
+    from experiments.controllers import EvalCache, cached_supernet_evaluator
+    from nas.evaluators import SupernetEvaluator
+    from search_space import zoo
+
+    bench = json.loads(Path(args.benchmark).read_text())
+    meta = bench["meta"]
+    if meta.get("evaluator") != "supernet":
+        raise SystemExit(f"{args.benchmark}: not a supernet-scored controllers benchmark")
+    target = float(meta["target_ms"])
+    out = []
+    for c in meta["controllers"]:
+        runs = [r for r in bench["runs"] if r["controller"] == c and r.get("best_arch")]
+        if runs:
+            best = max(runs, key=lambda r: r["best_reward"])
+            out.append({"candidate": f"search:{c}", "arch": best["best_arch"], "supernet_score": best["best_accuracy"],
+                        "reward": best["best_reward"], "from": best["run"]})
+    cache = EvalCache(Path(args.cache))
+    sn = SupernetEvaluator.open(meta["supernet"], data, space=space)
+    evaluate = cached_supernet_evaluator(cache, sn)
+    rng = random.Random(f"latency-matched:{args.seed}")
+    n, tries, best = int(meta["trials"]), 0, None
+    from rich.progress import Progress
+
+    with Progress() as bar:
+        task = bar.add_task("latency-matched random search", total=n)
+        found = 0
+        while found < n and tries < 200 * n:
+            tries += 1
+            params = space.sample_params(rng)
+            spec = space.decode(params, resolution=sn.resolution, in_channels=data.in_channels,
+                                num_classes=data.num_classes)
+            ms = latency(space.decode(params))
+            if abs(ms / target - 1) > args.band:
+                continue
+            found += 1
+            acc = evaluate(spec).accuracy
+            if math.isfinite(acc) and (best is None or acc > best["supernet_score"]):
+                best = {"candidate": "random (latency-matched)", "arch": space.code(params), "supernet_score": acc}
+            bar.advance(task)
+    if best:
+        best["from"] = f"best of {found} nets within {args.band:.0%} of {target:.3f} ms ({tries} drawn)"
+        out.append(best)
+    out.append({"candidate": REFERENCE, "arch": None, "supernet_score": None, "from": "zoo"})
+    for c in out:
+        spec = zoo(REFERENCE) if c["arch"] is None else space.decode(parse_arch(space, c["arch"]))
+        c["table_ms"] = latency(spec)
+        c["target_ms"] = target
+    return out
+
+
+def train(args, space, data, cands: list[dict], path: Path) -> None:
+    from search_space.supernet import parse_arch
+    from nas.proxy import ProxyConfig, build_seeded, evaluate, train_proxy
+    from search_space import build, zoo
+    from netadapt.loop import training_spec
+
+    done = set()
+    if path.exists():
+        with open(path, newline="") as fh:
+            done = {(r["candidate"], int(r["seed"])) for r in csv.DictReader(fh)}
+    jobs = [(c, s) for s in args.seeds for c in cands]
+    k, n = args.shard
+    todo = [(c, s) for i, (c, s) in enumerate(jobs) if i % n == k and (c["candidate"], s) not in done]
+    print(f"standalone runs (shard {k}/{n}): {len(todo)} to go", file=sys.stderr)
+    for c, seed in todo:
+        base = zoo(REFERENCE) if c["arch"] is None else space.decode(parse_arch(space, c["arch"]))
+        spec = training_spec(base, data, args.resolution)
+        cfg = ProxyConfig(steps=args.steps, seed=seed, threads=1, resolution=args.resolution)
+        model = build_seeded(lambda: build(spec), seed)
+        res = train_proxy(model, data, cfg)
+        test = evaluate(model, data, "test", cfg) if not res.diverged else math.nan
+        new = not path.exists()
+        with open(path, "a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow({"candidate": c["candidate"], "arch": c["arch"] or REFERENCE, "seed": seed, "steps": args.steps,
+                        "test_accuracy": f"{test:.6f}", "val_accuracy": f"{res.val_accuracy:.6f}",
+                        "seconds": f"{res.seconds:.1f}", "diverged": int(res.diverged)})
+        print(f"{c['candidate']} seed {seed}: test {test:.4f}", file=sys.stderr)
+
+
+def measure(space, cands: list[dict]) -> None:
+    from search_space.supernet import parse_arch
+    from latency.e2e import measure_nets
+    from latency.timing import Protocol
+    from search_space import zoo
+
+    specs = [zoo(REFERENCE) if c["arch"] is None else space.decode(parse_arch(space, c["arch"])) for c in cands]
+    times = measure_nets(specs, Protocol(), names=[c["candidate"].replace(":", "-") for c in cands])
+    summary = times.summary().set_index("net")
+    for c in cands:
+        c["measured_ms"] = float(summary.loc[c["candidate"].replace(":", "-"), "measured_ms"])
+
+
+def report(cands: list[dict], path: Path, prefix: Path) -> dict:
+    rows = list(csv.DictReader(open(path, newline=""))) if path.exists() else []
+    table = []
+    for c in cands:
+        accs = [float(r["test_accuracy"]) for r in rows if r["candidate"] == c["candidate"]
+                and math.isfinite(float(r["test_accuracy"]))]
+        table.append({**c, "seeds": len(accs), "test_mean": statistics.mean(accs) if accs else None,
+                      "test_std": statistics.stdev(accs) if len(accs) > 1 else None})
+    ref = next((t for t in table if t["candidate"] == REFERENCE), None)
+    lines = ["| net | test accuracy (mean ± std, seeds) | vs MobileNetV3-Small | table ms | measured ms | "
+             "supernet score |", "|---|---|---|---|---|---|"]
+    for t in table:
+        gap = (100 * (t["test_mean"] - ref["test_mean"]) if ref and ref["test_mean"] is not None
+               and t["test_mean"] is not None else None)
+        lines.append(f"| {t['candidate']} | " + (f"{100 * t['test_mean']:.2f} ± {100 * (t['test_std'] or 0):.2f} "
+                                                  f"({t['seeds']})" if t["test_mean"] is not None else "-")
+                     + f" | {'-' if gap is None else format(gap, '+.2f') + ' pt'} | {t['table_ms']:.3f} | "
+                     + (f"{t['measured_ms']:.3f}" if t.get("measured_ms") else "-") + " | "
+                     + (f"{100 * t['supernet_score']:.2f}" if t.get("supernet_score") else "-") + " |")
+    text = "\n".join(lines)
+    print(text)
+    prefix.with_suffix(".md").write_text(text + "\n")
+    prefix.with_suffix(".json").write_text(json.dumps({"candidates": table}, indent=1, default=str) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for t in table:
+        if t["test_mean"] is None:
+            continue
+        ax.errorbar(t.get("measured_ms") or t["table_ms"], 100 * t["test_mean"], yerr=100 * (t["test_std"] or 0),
+                    fmt="o", capsize=3, label=t["candidate"])
+    ax.set_xlabel("latency (ms; measured where timed, else table)")
+    ax.set_ylabel("test accuracy, trained from scratch (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(prefix.with_suffix(".png"), dpi=120)
+    return {"candidates": table}
+
+
+def main(argv=None) -> int:
+    from experiments.supernet_fidelity import _shard
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--benchmark", required=True, help="JSON of a supernet-scored controllers benchmark")
+    p.add_argument("--cache", default=str(RESULTS / "controllers-supernet" / "eval_cache.json"),
+                   help="the benchmark's evaluation cache (random nets scored there are reused)")
+    p.add_argument("--phase", choices=("pick", "train", "measure", "report", "all"), default="all")
+    p.add_argument("--space", default="small")
+    p.add_argument("--steps", type=int, default=900)
+    p.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1, 2])
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--band", type=float, default=0.02, help="latency match of the random nets (fraction)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N")
+    p.add_argument("--data", default=None)
+    p.add_argument("--out", default=str(RESULTS / "search_vs_random"))
+    args = p.parse_args(argv)
+
+    from latency.latency_fn import TableLatency
+    from latency.machine_table import default_table_path, ensure_table
+    from nas.data import load_dataset
+    from nas.search import load_space
+    from search_space import zoo
+
+    prefix = Path(args.out)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    space = load_space(args.space)
+    data = load_dataset(args.data)
+    latency = TableLatency(ensure_table(default_table_path(), space, extra_specs=[zoo(REFERENCE)]))
+    cands_path = prefix.with_name(prefix.name + "_candidates.json")
+    if args.phase in ("pick", "all") or not cands_path.exists():
+        cands_path.write_text(json.dumps(pick(args, space, data, latency), indent=1) + "\n")
+    cands = json.loads(cands_path.read_text())
+    runs = prefix.with_suffix(".csv")
+    if args.phase in ("train", "all"):
+        train(args, space, data, cands, runs)
+    if args.phase in ("measure", "all"):
+        measure(space, cands)
+        cands_path.write_text(json.dumps(cands, indent=1) + "\n")
+    if args.phase in ("report", "all", "measure"):
+        report(cands, runs, prefix)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
