@@ -103,10 +103,12 @@ def cached_evaluator(cache: EvalCache, data, pcfg, init_seed: int):
 
 def cached_supernet_evaluator(cache: EvalCache, evaluator):
     """The supernet's score of a net is a function of the net (and of the scoring settings): one
-    cache serves every run, and every invocation of the benchmark."""
+    cache serves every run, and every invocation of the benchmark. Entries keep the net's arch
+    code, so the cache doubles as a data set of (net, score) pairs."""
     from nas.search import Evaluation
 
     settings = evaluator.settings()
+    space = evaluator.space
 
     def evaluate(spec):
         key = cache.key(spec, settings, 0)
@@ -116,7 +118,9 @@ def cached_supernet_evaluator(cache: EvalCache, evaluator):
             return Evaluation(hit["accuracy"], hit["diverged"], 0.0, {"cached": True})
         cache.misses += 1
         ev = evaluator(spec)
-        cache.put(key, {"accuracy": ev.accuracy, "diverged": ev.diverged, "seconds": ev.train_seconds})
+        params = space.encode(spec)
+        cache.put(key, {"accuracy": ev.accuracy, "diverged": ev.diverged, "seconds": ev.train_seconds,
+                        "arch": space.code(params) if params is not None else spec.name})
         return Evaluation(ev.accuracy, ev.diverged, ev.train_seconds, {})
 
     return evaluate
