@@ -63,6 +63,7 @@ class PipelineConfig:
     supernet_steps: int | None = None  # steps when the pipeline trains the supernet (default: nas.supernet's)
     train_epochs: int = 0  # > 0: a last stage trains final.json for real (`nas train`) for this many epochs
     progress: bool = True
+    device: str = "cpu"  # where every stage trains and scores (may change on a resume)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -98,7 +99,7 @@ class PipelineConfig:
 
     def settings(self) -> dict:
         d = dataclasses.asdict(self)
-        for k in ("out", "progress"):
+        for k in ("out", "progress", "device"):
             d.pop(k)
         if self.evaluator == "proxy":  # as before evaluators existed, so older runs resume
             for k in ("evaluator", "supernet", "supernet_steps"):
@@ -176,7 +177,8 @@ class Pipeline:
 
         return ProxyConfig(steps=steps, resolution=self.cfg.proxy_resolution, seed=self.cfg.seed,
                            val_size=self.cfg.val_size,
-                           max_train_images=self.cfg.max_train_images, eval_batches=self.cfg.eval_batches)
+                           max_train_images=self.cfg.max_train_images, eval_batches=self.cfg.eval_batches,
+                           device=self.cfg.device)
 
     # ---- stages --------------------------------------------------------------------------
     def run(self) -> dict:
@@ -213,7 +215,8 @@ class Pipeline:
         from nas.supernet import SupernetConfig, train_supernet
 
         kw = {"steps": c.supernet_steps} if c.supernet_steps else {}
-        scfg = SupernetConfig(space=c.space_name, resolution=c.proxy_resolution, val_size=c.val_size, seed=c.seed, **kw)
+        scfg = SupernetConfig(space=c.space_name, resolution=c.proxy_resolution, val_size=c.val_size, seed=c.seed,
+                              device=c.device, **kw)
         outcome = train_supernet(scfg, self.out / "supernet", self.data(), progress=c.progress, log=self.log)
         self._finish("supernet", {"path": str(self.out / "supernet"), "trained": True, "steps": outcome.steps,
                                   "train_seconds": round(outcome.seconds, 1)}, started)
@@ -227,7 +230,8 @@ class Pipeline:
 
         started = time.time()
         c = self.cfg
-        proxy = {"steps": c.search_steps, "resolution": c.proxy_resolution, "val_size": c.val_size}
+        proxy = {"steps": c.search_steps, "resolution": c.proxy_resolution, "val_size": c.val_size,
+                 "device": c.device}
         if c.max_train_images:
             proxy["max_train_images"] = c.max_train_images
         if c.eval_batches:
@@ -311,7 +315,8 @@ class Pipeline:
         started = time.time()
         c = self.cfg
         final = ArchSpec.load(self.state["stages"]["netadapt"]["final_spec"])
-        tcfg = TrainConfig(epochs=c.train_epochs, resolution=c.proxy_resolution, val_size=c.val_size, seed=c.seed)
+        tcfg = TrainConfig(epochs=c.train_epochs, resolution=c.proxy_resolution, val_size=c.val_size, seed=c.seed,
+                           device=c.device)
         result = train_net(final, self.data(), self.out / "train", tcfg, progress=c.progress, log=self.log)
         self._finish("train", {**result, "out": str(self.out / "train")}, started)
 

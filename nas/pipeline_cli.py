@@ -48,6 +48,8 @@ def register(sub) -> None:
                    help="how the search scores nets: proxy training (default) or a supernet's inherited weights")
     p.add_argument("--supernet", default=None, metavar="DIR",
                    help="a trained supernet (default with --evaluator supernet: trained in OUT/supernet first)")
+    p.add_argument("--device", default="cpu", help="where every stage trains and scores: auto, cpu or cuda "
+                   "(default cpu; may change on a resume)")
     p.add_argument("--train-epochs", type=_int("--train-epochs", 0), default=0,
                    help="a last stage trains final.json for real (`nas train`) for this many epochs (default 0: off)")
     p.add_argument("--supernet-steps", type=_int("--supernet-steps", 1), default=None,
@@ -74,6 +76,7 @@ def register(sub) -> None:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
+    from .devices import resolve_device
     from .pipeline import Pipeline, PipelineConfig
 
     if not 0 < args.netadapt_frac <= 1:
@@ -87,7 +90,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         data=args.data, table=args.table, seed=args.seed, max_train_images=args.max_train_images,
         eval_batches=args.eval_batches, val_size=args.val_size, calibrate_nets=args.calibrate,
         evaluator=args.evaluator, supernet=args.supernet, supernet_steps=args.supernet_steps,
-        train_epochs=args.train_epochs,
+        train_epochs=args.train_epochs, device=resolve_device(args.device),
         progress=not args.no_progress)
     Pipeline(cfg).run()
     out = Path(cfg.out)

@@ -36,6 +36,7 @@ def test_cpu_runs_in_full_precision():
     ["check", "mnv3-small", "--against", "mnv3-small", "--no-latency", "--device", "tpu"],
     ["train", "mnv3-small", "--out", "unused", "--device", "gpu0"],
     ["supernet", "train", "--out", "unused", "--device", "npu"],
+    ["pipeline", "--preset", "small", "--out", "unused", "--device", "tpu"],
 ])
 def test_unknown_device_is_one_line_exit_2(cmd, tmp_path):
     r = subprocess.run([sys.executable, "-m", "nas.cli", *cmd], cwd=tmp_path, env=_env(), capture_output=True,
