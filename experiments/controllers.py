@@ -81,49 +81,46 @@ class EvalCache:
         os.replace(tmp, self.path)
 
 
-def cached_evaluator(cache: EvalCache, data, pcfg, init_seed: int):
-    from nas.search import Evaluation, proxy_evaluator
-
-    inner = proxy_evaluator(data, pcfg, init_seed=init_seed)
-    proxy = {k: v for k, v in pcfg.to_dict().items() if k not in ("threads", "device")}
+def _cached(cache: EvalCache, score, settings: dict, init_seed: int, arch_of=None):
+    """``score(spec)`` looked up in, or else added to, ``cache`` under (net, ``settings``, seed)."""
+    from nas.search import Evaluation
 
     def evaluate(spec):
-        key = cache.key(spec, proxy, init_seed)
+        key = cache.key(spec, settings, init_seed)
         hit = cache.get(key)
         if hit is not None:
             cache.hits += 1
             return Evaluation(hit["accuracy"], hit["diverged"], 0.0, {"cached": True})
         cache.misses += 1
-        ev = inner(spec)
-        cache.put(key, {"accuracy": ev.accuracy, "diverged": ev.diverged, "seconds": ev.train_seconds})
+        ev = score(spec)
+        entry = {"accuracy": ev.accuracy, "diverged": ev.diverged, "seconds": ev.train_seconds}
+        if arch_of is not None:
+            entry["arch"] = arch_of(spec)
+        cache.put(key, entry)
         return Evaluation(ev.accuracy, ev.diverged, ev.train_seconds, ev.extra)  # no weights kept
 
     return evaluate
+
+
+def cached_evaluator(cache: EvalCache, data, pcfg, init_seed: int):
+    """Proxy training, cached by (training spec, proxy settings, initial-weight seed)."""
+    from nas.search import proxy_evaluator
+
+    proxy = {k: v for k, v in pcfg.to_dict().items() if k not in ("threads", "device")}
+    return _cached(cache, proxy_evaluator(data, pcfg, init_seed=init_seed), proxy, init_seed)
 
 
 def cached_supernet_evaluator(cache: EvalCache, evaluator):
     """The supernet's score of a net is a function of the net (and of the scoring settings): one
     cache serves every run, and every invocation of the benchmark. Entries keep the net's arch
     code, so the cache doubles as a data set of (net, score) pairs."""
-    from nas.search import Evaluation
-
-    settings = evaluator.settings()
     space = evaluator.space
 
-    def evaluate(spec):
-        key = cache.key(spec, settings, 0)
-        hit = cache.get(key)
-        if hit is not None:
-            cache.hits += 1
-            return Evaluation(hit["accuracy"], hit["diverged"], 0.0, {"cached": True})
-        cache.misses += 1
-        ev = evaluator(spec)
+    def arch_of(spec) -> str:
         params = space.encode(spec)
-        cache.put(key, {"accuracy": ev.accuracy, "diverged": ev.diverged, "seconds": ev.train_seconds,
-                        "arch": space.code(params) if params is not None else spec.name})
-        return Evaluation(ev.accuracy, ev.diverged, ev.train_seconds, {})
+        return space.code(params) if params is not None else spec.name
 
-    return evaluate
+    return _cached(cache, evaluator, evaluator.settings(), 0, arch_of)
 
 
 def best_so_far(rewards: list[float | None]) -> list[float]:

@@ -27,7 +27,6 @@ from search_space.errors import UserError
 class World:
     rank: int = 0
     size: int = 1
-    local_rank: int = 0
 
     @property
     def main(self) -> bool:
@@ -54,17 +53,13 @@ class World:
         torch.distributed.all_reduce(t)
         return float(t[0]) / self.size
 
-    def barrier(self) -> None:
-        if self.parallel:
-            torch.distributed.barrier()
-
 
 def current() -> World:
     """The world this process is part of (size 1 unless `session` joined a torchrun group)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        return World(dist.get_rank(), dist.get_world_size())
     return World()
 
 
