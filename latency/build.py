@@ -19,13 +19,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from . import export as _export
+from search_space.errors import UserError
+
 from .table import LatencyTable
 from .timing import Protocol, Timer, machine_info, measuring, now_iso
 
 
 def table_meta(protocol: Protocol, precision: str = "float32", **extra) -> dict:
     """Metadata for a new table measured here with `protocol`."""
-    info = machine_info()
+    info = machine_info(protocol.runtime)
     meta = {
         "precision": precision,
         "statistic": protocol.statistic,
@@ -45,7 +47,7 @@ def table_meta(protocol: Protocol, precision: str = "float32", **extra) -> dict:
         "cpu_count": info["cpu_count"],
         "hostname": info["hostname"],
         "platform": info["platform"],
-        "exporter": f"torch {_torch_version()} torchscript opset {_export.OPSET}",
+        "exporter": exporter_name(protocol.runtime),
         "created": now_iso(),
         "spaces": [],
         "calibration": None,
@@ -54,6 +56,15 @@ def table_meta(protocol: Protocol, precision: str = "float32", **extra) -> dict:
         meta["quantization"] = "onnxruntime quantize_static QDQ per-channel, act QUInt8, weight QInt8, MinMax"
     meta.update(extra)
     return meta
+
+
+def exporter_name(runtime: str = "onnxruntime") -> str:
+    """How models reach the runtime (a table records it; its ops were all made this way)."""
+    if runtime == "litert":
+        from .litert import converter_version
+
+        return f"torch {_torch_version()} {converter_version()} NHWC I/O"
+    return f"torch {_torch_version()} torchscript opset {_export.OPSET}"
 
 
 def _torch_version() -> str:
@@ -77,8 +88,19 @@ class BuildReport:
                 f"export {self.export_s:.1f} s, timing {self.timing_s:.1f} s")
 
 
-def op_model(op, precision: str = "float32", workdir=None, calib_data=None) -> bytes:
-    """The ONNX an op is timed as: exported alone, quantized for an int8 table."""
+def check_runtime(runtime: str, precision: str) -> None:
+    if runtime == "litert" and precision != "float32":
+        raise UserError("--runtime litert --int8: INT8 LiteRT tables are not supported yet (float32 only)")
+
+
+def op_model(op, precision: str = "float32", workdir=None, calib_data=None, runtime: str = "onnxruntime") -> bytes:
+    """The model an op is timed as: exported alone (ONNX, or .tflite for LiteRT), quantized
+    for an int8 table."""
+    check_runtime(runtime, precision)
+    if runtime == "litert":
+        from .litert import convert_op
+
+        return convert_op(op)
     data = _export.export_op(op)
     if precision == "int8":
         from .quantize import quantize_model
@@ -134,7 +156,7 @@ def build_table(ops: Sequence, table: LatencyTable, protocol: Protocol, *, progr
     """
     precision = table.precision
     table.check_compatible({"threads": protocol.threads, "runs": protocol.runs, "warmup": protocol.warmup,
-                            "statistic": protocol.statistic})
+                            "statistic": protocol.statistic, "runtime": protocol.runtime})
     report = BuildReport(ops=len(ops))
     by_key = {}
     for op in ops:
@@ -162,7 +184,7 @@ def build_table(ops: Sequence, table: LatencyTable, protocol: Protocol, *, progr
             t0 = time.monotonic()
             task = bar.task(f"export {precision}", len(need))
             for key in need:
-                timer.add(key, op_model(by_key[key], precision, workdir=tmp),
+                timer.add(key, op_model(by_key[key], precision, workdir=tmp, runtime=protocol.runtime),
                           {f"in{i}": list(s) for i, s in enumerate(by_key[key].input_shapes)})
                 bar.advance(task)
             report.export_s = time.monotonic() - t0

@@ -15,7 +15,7 @@ from pathlib import Path
 from search_space.errors import UserError
 
 from .predict import MODELS
-from .timing import DEFAULT_ROUNDS
+from .timing import DEFAULT_ROUNDS, RUNTIMES
 
 DEFAULT_TABLE_RUNS = 100
 DEFAULT_CALIBRATION_NETS = 12
@@ -56,12 +56,14 @@ def _protocol_args(p: argparse.ArgumentParser, table_defaults: bool = True) -> N
     g.add_argument("--priority", choices=["realtime", "nice", "none"], default=None,
                    help="measuring thread's scheduling: realtime = SCHED_FIFO where permitted, else nice -20 (default)")
     g.add_argument("--quiet-wait", type=float, default=None, help="max seconds to wait for a quiet machine before each pass (default 10; 0 = never)")
+    g.add_argument("--runtime", choices=list(RUNTIMES), default=None,
+                   help="what times the ops: onnxruntime (default) or litert (LiteRT + XNNPACK; pip install -e '.[litert]')")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
     lat = subparsers.add_parser("latency", help="on-device latency tables: build, predict, validate, remote devices",
-                                description="Per-op latency lookup tables measured with onnxruntime (batch 1).")
+                                description="Per-op latency lookup tables measured with onnxruntime or LiteRT (batch 1).")
     sub = lat.add_subparsers(dest="latency_command", metavar="COMMAND")
     sub.required = True
 
@@ -116,6 +118,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, metavar="DIR")
     e.add_argument("--resolution", type=_positive("--resolution"), default=None)
     e.add_argument("--int8", action="store_true")
+    e.add_argument("--runtime", choices=list(RUNTIMES), default="onnxruntime",
+                   help="onnxruntime (.onnx files; default) or litert (.tflite files; the runner then needs only "
+                        "ai-edge-litert + numpy)")
     e.add_argument("--no-zoo", action="store_true")
     e.add_argument("--calibrate", type=_nonneg("--calibrate"), default=DEFAULT_CALIBRATION_NETS, metavar="K",
                    help="add K whole sampled nets for calibration (timed by the runner like ops)")
@@ -142,18 +147,44 @@ def _protocol(args, table=None, threads_default=1):
     from .predict import protocol_of
     from .timing import Protocol
 
+    check_table_runtime(args, table)
     over = {"threads": args.threads, "runs": args.runs, "warmup": args.warmup, "passes": args.passes,
             "statistic": args.statistic, "quiet_wait": args.quiet_wait,
-            "net_runs": args.net_runs, "net_warmup": args.net_warmup}
+            "net_runs": args.net_runs, "net_warmup": args.net_warmup, "runtime": args.runtime}
     if args.no_pin:
         over["pin"] = False
     if args.priority:
         over["priority"] = args.priority
     if table is not None and len(table):
-        return protocol_of(table, **over)
-    base = Protocol()
-    kw = {k: v for k, v in over.items() if v is not None}
-    return Protocol(**{**base.__dict__, **kw})
+        proto = protocol_of(table, **over)
+    else:
+        base = Protocol()
+        kw = {k: v for k, v in over.items() if v is not None}
+        proto = Protocol(**{**base.__dict__, **kw})
+    require_runtime(proto.runtime)
+    return proto
+
+
+def check_table_runtime(args, table) -> None:
+    """A table measured with one runtime is refused where another is asked for: its numbers
+    would silently answer for the wrong runtime."""
+    want = getattr(args, "runtime", None)
+    if table is None or want is None:
+        return
+    have = table.meta.get("runtime") or "onnxruntime"
+    if have != want:
+        where = table.path or "table"
+        raise UserError(f"{where}: table was measured with {have}, not --runtime {want}; "
+                        f"use a {want} table (nas latency build --runtime {want}) or --runtime {have}")
+
+
+def require_runtime(runtime: str) -> None:
+    """Measuring with LiteRT needs the optional extra: say so in one line."""
+    if runtime == "litert":
+        from .litert import INSTALL_HINT, available
+
+        if not available():
+            raise UserError(f"--runtime litert: LiteRT is not installed here; {INSTALL_HINT}")
 
 
 def _space_ops(names, resolution, zoo: bool):
@@ -172,7 +203,7 @@ def _space_ops(names, resolution, zoo: bool):
 
 
 def cmd_build(args) -> int:
-    from .build import build_table, describe, sigterm_as_interrupt, table_meta
+    from .build import build_table, check_runtime, describe, sigterm_as_interrupt, table_meta
     from .predict import calibrate
     from .table import LatencyTable
 
@@ -184,6 +215,7 @@ def cmd_build(args) -> int:
     precision = "int8" if args.int8 else "float32"
     existing = LatencyTable.load(out) if out.exists() else None
     proto = _protocol(args, existing)
+    check_runtime(proto.runtime, precision)
     meta = table_meta(proto, precision, resolution=args.resolution or 224)
     table = LatencyTable.load_or_new(out, meta)
     if existing is None and args.format == "csv" and out.suffix.lower() != ".csv":
@@ -238,6 +270,7 @@ def cmd_predict(args) -> int:
     from .table import LatencyTable
 
     table = LatencyTable.load(args.table)
+    check_table_runtime(args, table)
     proto = _protocol(args, table) if args.measure_missing else None
     out = []
     for text in args.spec:
@@ -245,12 +278,13 @@ def cmd_predict(args) -> int:
         p = predict(spec, table, measure_missing=args.measure_missing, protocol=proto,
                     progress=not args.no_progress, spec_arg=text)
         out.append({"spec": text, "name": spec.name, "predicted_ms": p.ms, "sum_ms": p.sum_ms, "n_ops": p.n_ops,
-                    "calibration": p.model, "precision": table.precision, "threads": table.meta.get("threads")})
+                    "calibration": p.model, "precision": table.precision, "threads": table.meta.get("threads"),
+                    "runtime": table.meta.get("runtime") or "onnxruntime"})
     if args.json:
         print(json.dumps(out if len(out) > 1 else out[0], indent=1))
     else:
         for r in out:
-            print(f"{r['name']}: {r['predicted_ms']:.3f} ms ({r['precision']}, {r['threads']} thread(s); "
+            print(f"{r['name']}: {r['predicted_ms']:.3f} ms ({r['runtime']}, {r['precision']}, {r['threads']} thread(s); "
                   f"sum of {r['n_ops']} ops {r['sum_ms']:.3f} ms, calibration {r['calibration']})")
     return 0
 
@@ -300,6 +334,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_export_ops(args) -> int:
+    from .build import check_runtime
     from .remote import export_ops
 
     ops, spaces = _space_ops(args.space, args.resolution, not args.no_zoo)
@@ -308,8 +343,14 @@ def cmd_export_ops(args) -> int:
         from .ops import zoo_specs
 
         nets += zoo_specs(args.resolution)  # anchors outside the space, as `build --calibrate` does
-    out = export_ops(ops, args.out, "int8" if args.int8 else "float32", nets=nets, progress=not args.no_progress,
-                     space=",".join(args.space))
+    precision = "int8" if args.int8 else "float32"
+    check_runtime(args.runtime, precision)
+    if args.runtime == "litert":
+        from .litert import converter_version
+
+        converter_version()  # one line naming the extra, before any work
+    out = export_ops(ops, args.out, precision, nets=nets, progress=not args.no_progress,
+                     space=",".join(args.space), runtime=args.runtime)
     print(f"{out}: {len(ops)} ops + {len(nets)} calibration nets; on the device: "
           f"python {out}/runner.py {out} --out table.csv")
     return 0

@@ -47,7 +47,15 @@ ACROSS = {
 }
 
 
-def net_model(spec, precision: str = "float32", calib_data: np.ndarray | None = None, workdir=None) -> bytes:
+def net_model(spec, precision: str = "float32", calib_data: np.ndarray | None = None, workdir=None,
+              runtime: str = "onnxruntime") -> bytes:
+    """The model a whole net is timed as (ONNX, or .tflite for LiteRT), quantized for int8."""
+    if runtime == "litert":
+        from .build import check_runtime
+        from .litert import convert_net
+
+        check_runtime(runtime, precision)
+        return convert_net(spec)
     data = _export.export_net(spec)
     if precision == "int8":
         from .quantize import quantize_model
@@ -113,10 +121,10 @@ def measure_nets(specs: Sequence, protocol: Protocol, rounds: int = DEFAULT_ROUN
     with _Progress(progress) as bar, tempfile.TemporaryDirectory(prefix="lat-nets-") as tmp:
         task = bar.task(f"export nets ({precision})", len(specs) + (reference is not None))
         for name, spec in zip(names, specs):
-            timer.add(name, net_model(spec, precision, calib_data, tmp))
+            timer.add(name, net_model(spec, precision, calib_data, tmp, protocol.runtime))
             bar.advance(task)
         if reference is not None:
-            timer.add(REFERENCE, net_model(reference, precision, calib_data, tmp))
+            timer.add(REFERENCE, net_model(reference, precision, calib_data, tmp, protocol.runtime))
             bar.advance(task)
         if max_rounds is None:
             max_rounds = 2 * rounds if protocol.settle > 0 else rounds

@@ -1,7 +1,7 @@
 """Latency tables for a remote device: export op files + manifest, import the runner's CSV.
 
     nas latency export-ops --space large --out ops_dir      # here
-    python ops_dir/runner.py ops_dir --out table.csv        # on the device (numpy + onnxruntime)
+    python ops_dir/runner.py ops_dir --out table.csv        # on the device (numpy + onnxruntime, or + ai-edge-litert)
     nas latency import table.csv --manifest ops_dir --out device.parquet   # here
 
 The folder is self-contained: ops/*.onnx, manifest.json (key, kind, file, input names,
@@ -31,13 +31,18 @@ from .timing import STATISTICS, now_iso
 RUNNER_SOURCE = Path(__file__).with_name("runner.py")
 
 
-def file_name(key: str, prefix: str = "op") -> str:
-    return f"{prefix}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.onnx"
+SUFFIX = {"onnxruntime": ".onnx", "litert": ".tflite"}
+
+
+def file_name(key: str, prefix: str = "op", runtime: str = "onnxruntime") -> str:
+    return f"{prefix}-{hashlib.sha1(key.encode()).hexdigest()[:16]}{SUFFIX[runtime]}"
 
 
 def export_ops(ops: Sequence, out_dir: str | Path, precision: str = "float32", nets: Sequence = (),
-               progress: bool = True, space: str | None = None) -> Path:
-    """Write every op (and optional calibration nets) as ONNX + manifest.json + runner.py."""
+               progress: bool = True, space: str | None = None, runtime: str = "onnxruntime") -> Path:
+    """Write every op (and optional calibration nets) as ONNX (or .tflite for LiteRT) +
+    manifest.json + runner.py. Files already there are kept: a second export resumes."""
+    from .build import exporter_name
     from .build import _Progress, op_model
     from .e2e import net_model
     from .ops import net_keys
@@ -47,31 +52,40 @@ def export_ops(ops: Sequence, out_dir: str | Path, precision: str = "float32", n
     old = {}
     if (out / "manifest.json").exists():
         try:
-            old = {e["key"]: e for e in read_manifest(out)["ops"]}
+            previous = read_manifest(out)
         except RunnerError:
-            old = {}
+            previous = {"ops": []}
+        have = (previous.get("runtime") or "onnxruntime", previous.get("precision") or "float32")
+        if previous["ops"] and have != (runtime, precision):
+            raise UserError(f"{out}: holds {have[1]} ops for {have[0]}, not {precision} for {runtime}; "
+                            f"export to another --out")
+        old = {e["key"]: e for e in previous["ops"]}
     entries = []
     with _Progress(progress) as bar:
         task = bar.task(f"export {precision} ops", len(ops) + len(nets))
         for op in ops:
-            rel = f"ops/{file_name(op.key)}"
+            rel = f"ops/{file_name(op.key, runtime=runtime)}"
             if not (op.key in old and (out / rel).exists()):
-                (out / rel).write_bytes(op_model(op, precision))
+                (out / rel).write_bytes(op_model(op, precision, runtime=runtime))
             entries.append({"key": op.key, "kind": op.kind, "file": rel,
                             "inputs": [{"name": f"in{i}", "shape": list(s), "dtype": "float32"}
                                        for i, s in enumerate(op.input_shapes)]})
             bar.advance(task)
         for spec in nets:
             key = f"net:{spec.name}"
-            rel = f"ops/{file_name(key + spec.to_json(None), 'net')}"
+            rel = f"ops/{file_name(key + spec.to_json(None), 'net', runtime)}"
             if not (out / rel).exists():
-                (out / rel).write_bytes(net_model(spec, precision))
+                (out / rel).write_bytes(net_model(spec, precision, runtime=runtime))
             entries.append({"key": key, "kind": "net", "file": rel, "spec": spec.to_dict(),
                             "op_keys": net_keys(spec),
                             "inputs": [{"name": "in0", "shape": list(_export.net_input_shape(spec)), "dtype": "float32"}]})
             bar.advance(task)
     manifest = {"schema": MANIFEST_SCHEMA, "version": 1, "precision": precision, "created": now_iso(),
-                "opset": _export.OPSET, "space": space, "ops": entries}
+                "runtime": runtime, "exporter": exporter_name(runtime), "space": space, "ops": entries}
+    if runtime == "onnxruntime":
+        manifest["opset"] = _export.OPSET
+    else:
+        manifest["layout"] = "NHWC"  # 4-D inputs/outputs of the .tflite files; "inputs" keep the ops' NCHW shapes
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(out / "manifest.json")
@@ -115,10 +129,12 @@ def import_csv(csv_path: str | Path, manifest: str | Path, out: str | Path | Non
         "runs": _int(rmeta.get("runs", df["runs"].iloc[0])),
         "warmup": _int(rmeta.get("warmup", df["warmup"].iloc[0])),
         "passes": _int(rmeta.get("passes", _op_passes(df, entries))),
-        "pin": rmeta.get("pinned_core") is not None, "priority": rmeta.get("priority"), "runtime": rmeta.get("runtime", "onnxruntime"),
+        "pin": rmeta.get("pinned_core") is not None, "priority": rmeta.get("priority"),
+        "runtime": rmeta.get("runtime") or man.get("runtime") or "onnxruntime",
         "runtime_version": rmeta.get("runtime_version"), "cpu": rmeta.get("cpu"),
         "cpu_count": rmeta.get("cpu_count"), "hostname": rmeta.get("hostname"), "platform": rmeta.get("platform"),
-        "exporter": f"opset {man.get('opset')}", "created": now_iso(), "imported_from": str(csv_path),
+        "exporter": man.get("exporter") or f"opset {man.get('opset')}", "created": now_iso(),
+        "imported_from": str(csv_path),
         "spaces": [man["space"]] if man.get("space") else [], "calibration": None,
     }
     table = LatencyTable.load_or_new(out, meta) if out else LatencyTable(meta)

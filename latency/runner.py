@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Time the ops of an exported folder with onnxruntime: a single file for a remote device.
+"""Time the ops of an exported folder with onnxruntime or LiteRT: a single file for a remote device.
 
-Needs only the Python standard library, numpy and onnxruntime. Copy the folder written by
-`nas latency export-ops` to the device (this file is inside it) and run
+Needs only the Python standard library, numpy and the folder's runtime: onnxruntime for
+.onnx files, ai-edge-litert for .tflite files (`nas latency export-ops --runtime litert`;
+the manifest names the runtime). Copy the folder written by `nas latency export-ops` to the
+device (this file is inside it) and run
 
     python runner.py DIR --out table.csv [--threads 1] [--runs 100] [--warmup 10] [--passes 3]
 
@@ -44,6 +46,9 @@ try:
 except ImportError:  # pragma: no cover - reported by main()
     ort = None
 
+RUNTIMES = ("onnxruntime", "litert")
+RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert"}
+
 RUNNER_VERSION = 1
 MANIFEST_SCHEMA = "mnv3-nas/latency-ops"
 QUIET_CHECK_S = 5.0  # whole nets: seconds between chances for the machine to become quiet
@@ -82,15 +87,27 @@ def cpu_model() -> str:
     return name
 
 
-def machine_info() -> dict:
+def runtime_version(runtime: str = "onnxruntime") -> str:
+    """The installed version of a runtime's package, or "missing"."""
+    if runtime == "onnxruntime":
+        return getattr(ort, "__version__", "missing")
+    try:
+        from importlib import metadata
+
+        return metadata.version(RUNTIME_PACKAGES[runtime])
+    except Exception:  # noqa: BLE001 - PackageNotFoundError, unknown runtime
+        return "missing"
+
+
+def machine_info(runtime: str = "onnxruntime") -> dict:
     return {
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "runtime": "onnxruntime",
-        "runtime_version": getattr(ort, "__version__", "missing"),
+        "runtime": runtime,
+        "runtime_version": runtime_version(runtime),
         "numpy_version": np.__version__,
     }
 
@@ -256,17 +273,70 @@ def session_options(threads: int = 1, optimize: bool = True) -> "ort.SessionOpti
     return so
 
 
-def make_session(model, threads: int = 1) -> "ort.InferenceSession":
-    """A CPU session for a model path or serialized bytes."""
+class LiteRTSession:
+    """A LiteRT interpreter (XNNPACK on the CPU, `threads` threads) with the two things the
+    timer needs: its inputs, and a zero-argument call with the inputs set once."""
+
+    def __init__(self, model, threads: int = 1) -> None:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise RunnerError("LiteRT is not installed (pip install ai-edge-litert numpy)") from None
+        if isinstance(model, (bytes, bytearray)):
+            self.interpreter = Interpreter(model_content=bytes(model), num_threads=int(threads))
+        else:
+            self.interpreter = Interpreter(model_path=str(model), num_threads=int(threads))
+        self.interpreter.allocate_tensors()
+        self.inputs = self.interpreter.get_input_details()
+        self.outputs = self.interpreter.get_output_details()
+
+    def input_specs(self) -> list[tuple[str, list[int], type]]:
+        return [(d["name"], [int(x) for x in d["shape"]], np.dtype(d["dtype"]).type) for d in self.inputs]
+
+    def fully_delegated(self) -> bool:
+        """Does one XNNPACK DELEGATE node produce every output (nothing runs in builtin kernels)?"""
+        outs = {int(d["index"]) for d in self.outputs}
+        try:
+            nodes = self.interpreter._get_ops_details()  # the only view of the execution plan the API has
+        except Exception:  # noqa: BLE001
+            return False
+        return any(n["op_name"] == "DELEGATE" and outs <= {int(i) for i in n["outputs"]} for n in nodes)
+
+    def bound_call(self, feeds: dict):
+        for d, arr in zip(self.inputs, feeds.values()):
+            self.interpreter.set_tensor(d["index"], np.ascontiguousarray(arr, dtype=d["dtype"]))
+        return self.interpreter.invoke
+
+    def run(self, arrays, nchw_outputs: bool = False) -> list[np.ndarray]:
+        """Outputs for inputs in the model's order (4-D outputs back to NCHW if asked)."""
+        self.bound_call(dict(zip(range(len(arrays)), arrays)))()
+        outs = [np.array(self.interpreter.get_tensor(d["index"])) for d in self.outputs]
+        return [np.ascontiguousarray(o.transpose(0, 3, 1, 2)) if nchw_outputs and o.ndim == 4 else o for o in outs]
+
+
+def make_session(model, threads: int = 1, runtime: str = "onnxruntime"):
+    """A CPU session of `runtime` for a model path or serialized bytes."""
+    if runtime == "litert":
+        return LiteRTSession(model, threads)
+    if runtime != "onnxruntime":
+        raise RunnerError(f"runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    if ort is None:
+        raise RunnerError("onnxruntime is not installed (pip install onnxruntime numpy)")
     if isinstance(model, Path):
         model = str(model)
     return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def random_feeds(session, seed: int = 0, shapes: dict | None = None) -> dict:
-    """Random inputs for every session input (symbolic dims become 1 unless `shapes` names them)."""
+    """Random inputs for every session input (symbolic dims become 1 unless `shapes` names them).
+    A LiteRT model's shapes are fixed at conversion (and its images NHWC): `shapes` is ignored."""
     rng = np.random.default_rng(seed)
     feeds = {}
+    if isinstance(session, LiteRTSession):
+        for name, shape, dtype in session.input_specs():
+            feeds[name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
+                           else rng.integers(0, 2, size=shape).astype(dtype))
+        return feeds
     for inp in session.get_inputs():
         shape = (shapes or {}).get(inp.name) or [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
         dtype = _DTYPES.get(inp.type, np.float32)
@@ -280,6 +350,8 @@ def random_feeds(session, seed: int = 0, shapes: dict | None = None) -> dict:
 def _bound_call(session, feeds: dict):
     """A zero-argument callable running the session once, with inputs and outputs bound in
     advance when output shapes are static (less Python overhead per call than run())."""
+    if isinstance(session, LiteRTSession):
+        return session.bound_call(feeds)
     outs = session.get_outputs()
     if all(isinstance(d, int) and d > 0 for o in outs for d in o.shape):
         try:
@@ -345,9 +417,9 @@ def time_session(session, feeds: dict | None = None, runs: int = 100, warmup: in
 
 
 def time_model(model, threads: int = 1, runs: int = 100, warmup: int = 10, seed: int = 0,
-               shapes: dict | None = None) -> dict:
+               shapes: dict | None = None, runtime: str = "onnxruntime") -> dict:
     """Build a session for a model (path or bytes), feed random inputs and time it."""
-    sess = make_session(model, threads)
+    sess = make_session(model, threads, runtime)
     return time_session(sess, random_feeds(sess, seed, shapes), runs, warmup)
 
 
@@ -412,6 +484,12 @@ def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int 
     second run measures only what is missing."""
     folder = Path(folder)
     manifest = read_manifest(folder)
+    runtime = manifest.get("runtime", "onnxruntime")
+    if runtime not in RUNTIMES:
+        raise RunnerError(f"{folder / 'manifest.json'}: runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
+    if runtime_version(runtime) == "missing":
+        raise RunnerError(f"the folder's ops are for {runtime}, which is not installed here "
+                          f"(pip install {RUNTIME_PACKAGES[runtime]} numpy)")
     out = Path(out) if out else folder / "table.csv"
     meta_path = Path(str(out) + ".meta.json")
     protocol = {"threads": threads, "runs": runs, "warmup": warmup, "net_runs": net_runs, "net_warmup": net_warmup}
@@ -441,7 +519,7 @@ def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int 
     prio, token = raise_priority(priority)
     meta = {
         "runner_version": RUNNER_VERSION,
-        **machine_info(),
+        **machine_info(runtime),
         **protocol,
         "passes": passes,
         "settle": settle,
@@ -494,7 +572,7 @@ def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int 
                 if quiet_wait > 0:
                     wait_quiet(quiet_load, quiet_wait)
                 for i, op in enumerate(todo):
-                    stats, load = _time_entry(folder, op, threads, runs, warmup, seed)
+                    stats, load = _time_entry(folder, op, threads, runs, warmup, seed, runtime)
                     writer.writerow({"key": op["key"], "pass": p, **{k: f"{stats[k]:.6f}" for k in STAT_NAMES},
                                      "runs": stats["runs"], "warmup": warmup, "threads": threads,
                                      "other_load": f"{load:.3f}", "measured_at": _now()})
@@ -511,19 +589,20 @@ def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int 
                 if progress:
                     print(file=sys.stderr)
             count += _time_nets(folder, nets, values, writer, fh, threads, net_runs, net_warmup, net_rounds, seed,
-                                rng, quiet_load, quiet_wait, progress)
+                                rng, quiet_load, quiet_wait, progress, runtime)
     finally:
         restore_priority(token)
     return out
 
 
 def _time_nets(folder: Path, nets: list, values: dict, writer, fh, threads: int, runs: int, warmup: int,
-               rounds: int, seed: int, rng, quiet_load: float, quiet_wait: float, progress: bool) -> int:
+               rounds: int, seed: int, rng, quiet_load: float, quiet_wait: float, progress: bool,
+               runtime: str = "onnxruntime") -> int:
     """Whole nets: `rounds` short interleaved rounds, one session per net kept for all of them."""
     todo_rounds = [r for r in range(rounds) if any(len(values[n["key"]]) <= r for n in nets)]
     if not todo_rounds:
         return 0
-    sessions = {n["key"]: _open_entry(folder, n, threads, seed) for n in nets}
+    sessions = {n["key"]: _open_entry(folder, n, threads, seed, runtime) for n in nets}
     count, t0, quiet_at = 0, time.monotonic(), float("-inf")
     for r in todo_rounds:
         todo = [n for n in nets if len(values[n["key"]]) <= r]
@@ -550,18 +629,19 @@ def _time_nets(folder: Path, nets: list, values: dict, writer, fh, threads: int,
     return count
 
 
-def _open_entry(folder: Path, entry: dict, threads: int, seed: int):
+def _open_entry(folder: Path, entry: dict, threads: int, seed: int, runtime: str = "onnxruntime"):
     """A session for a manifest entry (op or net) and random inputs of its shapes."""
     path = folder / entry["file"]
     if not path.exists():
         raise RunnerError(f"{path}: {entry.get('kind', 'op')} file named in the manifest is missing (key {entry['key']})")
-    sess = make_session(path, threads)
+    sess = make_session(path, threads, runtime)
     shapes = {x["name"]: x["shape"] for x in entry.get("inputs", []) if "name" in x and "shape" in x}
     return sess, random_feeds(sess, seed, shapes)
 
 
-def _time_entry(folder: Path, op: dict, threads: int, runs: int, warmup: int, seed: int):
-    sess, feeds = _open_entry(folder, op, threads, seed)
+def _time_entry(folder: Path, op: dict, threads: int, runs: int, warmup: int, seed: int,
+                runtime: str = "onnxruntime"):
+    sess, feeds = _open_entry(folder, op, threads, seed, runtime)
     meter = LoadMeter()
     stats = time_session(sess, feeds, runs, warmup)
     return stats, meter.read()
@@ -570,7 +650,8 @@ def _time_entry(folder: Path, op: dict, threads: int, runs: int, warmup: int, se
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="runner.py",
-        description="Time the ONNX ops of a folder written by `nas latency export-ops` (needs numpy + onnxruntime only).",
+        description="Time the ops of a folder written by `nas latency export-ops` (needs numpy + onnxruntime, "
+                    "or numpy + ai-edge-litert for a --runtime litert folder).",
     )
     ap.add_argument("folder", help="folder holding manifest.json and the op files")
     ap.add_argument("--out", default=None, help="CSV to write (appended to; default FOLDER/table.csv)")
@@ -591,9 +672,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet-wait", type=float, default=10.0, help="longest wait for a quiet machine, seconds (0: never wait)")
     ap.add_argument("--limit", type=int, default=None, help="time only the first N ops (for a trial run)")
     args = ap.parse_args(argv)
-    if ort is None:
-        print("runner.py: onnxruntime is not installed (pip install onnxruntime numpy)", file=sys.stderr)
-        return 2
     for name in ("threads", "runs", "passes", "net_runs", "net_rounds"):
         if getattr(args, name) < 1:
             print(f"runner.py: --{name.replace('_', '-')} {getattr(args, name)}: must be at least 1", file=sys.stderr)

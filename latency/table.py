@@ -39,8 +39,8 @@ NUMERIC = ["lat_ms", "min_ms", "p10_ms", "median_ms", "mean_ms", "std_ms", "othe
 PROTOCOL_KEYS = ("precision", "statistic", "threads", "runs", "warmup", "runtime", "runtime_version", "cpu")
 # Metadata that says which flag sets it, for error messages.
 _FLAG = {"precision": "--int8 / no --int8", "statistic": "--statistic", "threads": "--threads",
-         "runs": "--runs", "warmup": "--warmup", "runtime_version": "onnxruntime version", "cpu": "CPU",
-         "runtime": "runtime"}
+         "runs": "--runs", "warmup": "--warmup", "runtime_version": "runtime version", "cpu": "CPU",
+         "runtime": "--runtime"}
 
 
 def _shapes_json(shapes) -> str:

@@ -1,4 +1,4 @@
-"""onnxruntime timing for the package: the measurement protocol around runner.py's timer.
+"""Timing for the package (onnxruntime or LiteRT): the measurement protocol around runner.py's timer.
 
 There is one timing implementation, `runner.time_session` (runner.py must stay a single
 file for remote devices, so it is imported from here, never the other way round).
@@ -38,6 +38,7 @@ from search_space.errors import UserError
 from .runner import (  # noqa: F401 - re-exported: the one timing implementation
     PRIORITIES,
     QUIET_CHECK_S,
+    RUNTIMES,
     STAT_NAMES,
     LoadMeter,
     machine_info,
@@ -74,6 +75,7 @@ class Protocol:
     max_passes: int = 0  # ... up to this many passes (0: 2 x passes); settle 0 = fixed passes
     net_runs: int = 5  # whole nets, end to end: timed runs per round (many short rounds, see latency.e2e)
     net_warmup: int = 1  # ... and untimed runs before them
+    runtime: str = "onnxruntime"  # what times it: onnxruntime, or LiteRT (XNNPACK) with the `litert` extra
 
     def __post_init__(self) -> None:
         for name in ("threads", "runs", "passes", "net_runs"):
@@ -94,6 +96,8 @@ class Protocol:
             raise UserError(f"--quiet-wait {self.quiet_wait!r}: must be >= 0")
         if not (0 <= self.settle < 1):
             raise UserError(f"--settle {self.settle!r}: must be in [0, 1)")
+        if self.runtime not in RUNTIMES:
+            raise UserError(f"--runtime {self.runtime!r}: expected one of {', '.join(RUNTIMES)}")
         if not isinstance(self.max_passes, int) or self.max_passes < 0:
             raise UserError(f"--max-passes {self.max_passes!r}: must be a non-negative integer")
 
@@ -184,7 +188,7 @@ class Timer:
             self._sessions.move_to_end(name)
             return self._sessions[name]
         model, shapes = self._models[name]
-        sess = make_session(model, self.protocol.threads)
+        sess = make_session(model, self.protocol.threads, self.protocol.runtime)
         entry = (sess, random_feeds(sess, self.seed, shapes))
         self._sessions[name] = entry
         while len(self._sessions) > self.max_sessions:

@@ -34,8 +34,8 @@ from .timing import DEFAULT_ROUNDS, Protocol
 
 
 # What a validation run records about itself (beside the per-net rows), for `score`.
-RUN_KEYS = ("table", "precision", "threads", "statistic", "runs", "rounds", "cpu", "runtime_version", "drift",
-            "priority")
+RUN_KEYS = ("table", "precision", "threads", "statistic", "runs", "rounds", "cpu", "runtime", "runtime_version",
+            "drift", "priority")
 
 
 def spearman(a, b) -> float:
@@ -178,7 +178,8 @@ def validate(table: LatencyTable, specs: Sequence, sources: Sequence[str], proto
     run = {"table": str(table.path) if table.path else None,
            "precision": table.precision, "threads": protocol.threads, "statistic": protocol.statistic,
            "runs": protocol.net_runs, "rounds": rounds, "cpu": table.meta.get("cpu"),
-           "runtime_version": table.meta.get("runtime_version"), "drift": times.drift(), "priority": times.priority}
+           "runtime": table.meta.get("runtime") or "onnxruntime", "runtime_version": table.meta.get("runtime_version"),
+           "drift": times.drift(), "priority": times.priority}
     report = score(pd.DataFrame(rows), cal, reference, run)
     if out_dir is not None:
         write_outputs(report, times, Path(out_dir), prefix)
@@ -300,7 +301,7 @@ def plot(report: ValidationReport, path: Path) -> None:
     ax.legend(fontsize=7)
     ax.set_title(f"within ±5%: {e['within_5']:.0%}, ±10%: {e['within_10']:.0%}; "
                  f"noise median {s['noise'].get('median_abs', float('nan')):.1%}", fontsize=9)
-    fig.suptitle(f"{s['cpu']}, onnxruntime {s['runtime_version']}", fontsize=8)
+    fig.suptitle(f"{s['cpu']}, {s.get('runtime') or 'onnxruntime'} {s['runtime_version']}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
