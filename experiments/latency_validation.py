@@ -9,9 +9,9 @@ measurements it also draws the calibration learning curve
 (error on held-out nets vs number of calibration nets, per calibration model), which is
 how the default model and K were chosen.
 
-    python experiments/latency_validation.py [--spaces large small] [--samples 100] [--int8]
+    python experiments/latency_validation.py [--spaces large small] [--samples 100] [--int8] [--runtime litert]
 
-Writes experiments/results/latency_validation[_<space>][_int8].{csv,json,png} and
+Writes experiments/results/latency_validation[_<space>][_int8|_litert].{csv,json,png} and
 latency_calibration_curve[...].{json,png}; tables go to runs/latency/ (not committed).
 """
 
@@ -104,7 +104,7 @@ def plot_curve(curve: dict, path: Path, title: str) -> None:
 
 def run_space(name: str, args, proto: Protocol) -> dict:
     precision = "int8" if args.int8 else "float32"
-    suffix = f"_{name}" + ("_int8" if args.int8 else "")
+    suffix = f"_{name}" + ("_int8" if args.int8 else "") + ("_litert" if args.runtime == "litert" else "")
     table_path = ROOT / "runs" / "latency" / f"table{suffix}.parquet"
     space = get_space(name, args.resolution)
     ops = {o.key: o for o in space.all_ops()}
@@ -159,7 +159,7 @@ def run_space(name: str, args, proto: Protocol) -> dict:
     for line in vrep.lines():
         print(f"[{name}] {line}", flush=True)
     curve = calibration_curve(vrep.nets)
-    title = f"{name} {precision}: held-out error vs calibration nets ({table.meta.get('cpu')})"
+    title = f"{name} {precision} {args.runtime}: held-out error vs calibration nets ({table.meta.get('cpu')})"
     plot_curve(curve, RESULTS / f"latency_calibration_curve{suffix}.png", title)
     (RESULTS / f"latency_calibration_curve{suffix}.json").write_text(json.dumps(_clean(curve), indent=1) + "\n")
     summary = dict(vrep.summary)
@@ -175,7 +175,7 @@ def rescore_space(name: str, args) -> dict:
     the current speed correction): rewrites the CSV, JSON and PNG."""
     import pandas as pd
 
-    suffix = f"_{name}" + ("_int8" if args.int8 else "")
+    suffix = f"_{name}" + ("_int8" if args.int8 else "") + ("_litert" if args.runtime == "litert" else "")
     table = LatencyTable.load(ROOT / "runs" / "latency" / f"table{suffix}.parquet")
     old = json.loads((RESULTS / f"latency_validation{suffix}.json").read_text())
     df = pd.read_csv(RESULTS / f"latency_validation{suffix}.csv")
@@ -203,6 +203,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--int8", action="store_true")
+    ap.add_argument("--runtime", choices=["onnxruntime", "litert"], default="onnxruntime",
+                    help="what times ops and nets (litert: pip install -e '.[litert]')")
     ap.add_argument("--no-zoo", action="store_true")
     ap.add_argument("--no-zoo-anchors", action="store_true", help="calibrate on sampled nets only")
     ap.add_argument("--fresh", action="store_true", help="delete the tables first (to time a full build)")
@@ -212,7 +214,8 @@ def main() -> None:
     ap.add_argument("--rescore", action="store_true",
                     help="do not measure: score the saved validation CSVs again with the current code")
     args = ap.parse_args()
-    proto = Protocol(threads=args.threads, runs=args.runs, passes=args.passes, net_runs=args.net_runs)
+    proto = Protocol(threads=args.threads, runs=args.runs, passes=args.passes, net_runs=args.net_runs,
+                     runtime=args.runtime)
     RESULTS.mkdir(parents=True, exist_ok=True)
     random.seed(args.seed)
     summaries = [rescore_space(s, args) if args.rescore else run_space(s, args, proto) for s in args.spaces]

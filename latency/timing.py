@@ -173,12 +173,13 @@ class Timer:
         self.protocol = protocol
         self.max_sessions = max_sessions
         self.seed = seed
-        self._models: dict[str, tuple[object, dict | None]] = {}
+        self._models: dict[str, tuple[object, dict | None, str | None]] = {}
         self._sessions: OrderedDict[str, tuple[object, dict]] = OrderedDict()
 
-    def add(self, name: str, model: bytes | str | Path, shapes: dict | None = None) -> None:
-        """Register a model (path or serialized bytes) under `name`; its session is made lazily."""
-        self._models[name] = (str(model) if isinstance(model, Path) else model, shapes)
+    def add(self, name: str, model: bytes | str | Path, shapes: dict | None = None, runtime: str | None = None) -> None:
+        """Register a model (path or serialized bytes) under `name`; its session is made lazily,
+        with the protocol's runtime unless `runtime` names another (to time both side by side)."""
+        self._models[name] = (str(model) if isinstance(model, Path) else model, shapes, runtime)
 
     def __contains__(self, name: str) -> bool:
         return name in self._models
@@ -187,8 +188,8 @@ class Timer:
         if name in self._sessions:
             self._sessions.move_to_end(name)
             return self._sessions[name]
-        model, shapes = self._models[name]
-        sess = make_session(model, self.protocol.threads, self.protocol.runtime)
+        model, shapes, runtime = self._models[name]
+        sess = make_session(model, self.protocol.threads, runtime or self.protocol.runtime)
         entry = (sess, random_feeds(sess, self.seed, shapes))
         self._sessions[name] = entry
         while len(self._sessions) > self.max_sessions:

@@ -168,3 +168,18 @@ def test_litert_runner_in_minimal_venv_then_import(tmp_path, litert_only_python)
     # the same folder, onnxruntime's export beside it, is refused (a folder holds one runtime's files)
     with pytest.raises(UserError, match="litert"):
         export_ops(ops[:1], folder, progress=False)
+
+
+def test_nas_export_tflite_checks_against_torch(tmp_path, capsys):
+    from nas.cli import main as nas_main
+
+    spec_file = tmp_path / "net.json"
+    spec_file.write_text(small32().to_json())
+    out = tmp_path / "net.tflite"
+    assert nas_main(["export", str(spec_file), "--tflite", str(out), "--onnx", str(tmp_path / "net.onnx")]) == 0
+    text = capsys.readouterr().out
+    assert out.stat().st_size > 0 and "LiteRT vs torch" in text and "onnxruntime vs torch" in text
+    rel = float(text.split("LiteRT vs torch")[1].split(",")[1].split()[0])
+    assert rel < 1e-4
+    assert nas_main(["export", str(spec_file)]) == 2
+    assert "--onnx" in capsys.readouterr().err
