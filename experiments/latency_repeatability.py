@@ -39,11 +39,12 @@ RESULTS = ROOT / "experiments" / "results"
 def ops_again(table: LatencyTable, space: str, n: int, passes: int, seed: int) -> pd.DataFrame:
     ops = {o.key: o for o in get_space(space).all_ops()}
     keys = random.Random(seed).sample(sorted(k for k in ops if k in table), min(n, len(ops)))
-    proto = Protocol(runs=int(table.meta.get("runs") or 100), warmup=int(table.meta.get("warmup") or 10))
+    proto = Protocol(runs=int(table.meta.get("runs") or 100), warmup=int(table.meta.get("warmup") or 10),
+                     runtime=table.meta.get("runtime") or "onnxruntime")
     timer = Timer(proto, max_sessions=len(keys) + 1, seed=seed)
     with tempfile.TemporaryDirectory(prefix="lat-repeat-") as tmp:
         for k in keys:
-            timer.add(k, op_model(ops[k], table.precision, workdir=tmp),
+            timer.add(k, op_model(ops[k], table.precision, workdir=tmp, runtime=proto.runtime),
                       {f"in{i}": list(s) for i, s in enumerate(ops[k].input_shapes)})
         per = {k: [] for k in keys}
         rng = random.Random(seed)

@@ -155,6 +155,8 @@ def build_table(ops: Sequence, table: LatencyTable, protocol: Protocol, *, progr
     in the table); raising from it stops the build the way Ctrl-C would.
     """
     precision = table.precision
+    if len(table) and not table.meta.get("runtime"):
+        table.meta["runtime"] = "onnxruntime"  # tables from before LiteRT
     table.check_compatible({"threads": protocol.threads, "runs": protocol.runs, "warmup": protocol.warmup,
                             "statistic": protocol.statistic, "runtime": protocol.runtime})
     report = BuildReport(ops=len(ops))

@@ -148,9 +148,10 @@ def _protocol(args, table=None, threads_default=1):
     from .timing import Protocol
 
     check_table_runtime(args, table)
+    runtime = args.runtime or (table.meta.get("runtime") if table is not None else None)
     over = {"threads": args.threads, "runs": args.runs, "warmup": args.warmup, "passes": args.passes,
             "statistic": args.statistic, "quiet_wait": args.quiet_wait,
-            "net_runs": args.net_runs, "net_warmup": args.net_warmup, "runtime": args.runtime}
+            "net_runs": args.net_runs, "net_warmup": args.net_warmup, "runtime": runtime}
     if args.no_pin:
         over["pin"] = False
     if args.priority:

@@ -117,7 +117,10 @@ class TableLatency:
     def fingerprint(self) -> dict:
         """What a trial's latency depends on, to check a resumed search uses the same table."""
         m = self.table.meta
-        return {k: m.get(k) for k in ("precision", "threads", "statistic", "cpu", "runtime_version")}
+        out = {k: m.get(k) for k in ("precision", "threads", "statistic", "cpu", "runtime_version")}
+        if (m.get("runtime") or "onnxruntime") != "onnxruntime":  # studies from before runtimes keep matching
+            out["runtime"] = m["runtime"]
+        return out
 
     def describe(self) -> str:
         from .build import describe

@@ -7,11 +7,12 @@ needs `litert-torch` (the `litert` extra: jax, transformers, ~1.1 GB). Both come
 Choices, measured on these machines (../shared/reference/runtimes.md):
 - 4-D inputs and outputs are made channels-last (`litert_torch.to_channel_last_io`): the
   converter otherwise adds a TRANSPOSE at each end of a lone op, which inside a net does
-  not exist (a lone block was 8-10% slower with them). A whole net keeps only its image
-  input NHWC, as an app feeds a camera frame.
+  not exist (a lone block was 8-10% slower with them). A classifier's only 4-D tensor is its
+  image input, which an app feeds as an NHWC camera frame; `run` gives NCHW outputs back.
 - Converting costs ~1.2 s per op and up to ~1 GB of memory (vs 0.02 s for the ONNX
-  export), so converted files are cached by op key, shapes and converter versions under
-  ~/.cache/mnv3-nas/litert (MNV3_NAS_CACHE moves it); a rebuilt table converts nothing twice.
+  export), so converted files are cached by op key (or net spec), shapes and converter
+  versions under ~/.cache/mnv3-nas/litert/v<CONVERT_VERSION> (MNV3_NAS_CACHE moves it); a
+  rebuilt table converts nothing twice.
 """
 
 from __future__ import annotations
@@ -57,9 +58,14 @@ def available() -> bool:
     return _dist_version("litert-torch") is not None and _dist_version("ai-edge-litert") is not None
 
 
+# Bump when what a converted file holds changes (conversion settings here, or the builders in
+# search_space/ that make ops and nets): files of another version are never read.
+CONVERT_VERSION = 1
+
+
 def cache_dir() -> Path:
     root = os.environ.get("MNV3_NAS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mnv3-nas")
-    return Path(root) / "litert"
+    return Path(root) / "litert" / f"v{CONVERT_VERSION}"
 
 
 @contextlib.contextmanager
@@ -161,7 +167,7 @@ def convert_op(op, seed: int = 0) -> bytes:
 
 def convert_net(spec, seed: int = 0) -> bytes:
     """A whole net (`search_space.build`) at batch 1, NHWC image input, converted (cached by
-    the spec's JSON: two specs with the same ops and wiring give the same file)."""
+    the spec's JSON, name included)."""
     from search_space.builder import build
 
     from .export import net_input_shape, one_thread, random_inputs

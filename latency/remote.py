@@ -114,6 +114,10 @@ def import_csv(csv_path: str | Path, manifest: str | Path, out: str | Path | Non
         raise UserError(f"--statistic {statistic!r}: expected one of {', '.join(STATISTICS)}")
     side = Path(str(csv_path) + ".meta.json")
     rmeta = json.loads(side.read_text()) if side.exists() else {}
+    measured_with, exported_for = rmeta.get("runtime") or "onnxruntime", man.get("runtime") or "onnxruntime"
+    if rmeta and measured_with != exported_for:
+        raise UserError(f"{csv_path}: measured with {measured_with}, but {mdir / 'manifest.json'} holds {exported_for} "
+                        f"files (wrong manifest?)")
     df = pd.DataFrame(list(done.values()), columns=CSV_COLUMNS)
     for c in ("min_ms", "p10_ms", "median_ms", "mean_ms", "std_ms", "other_load"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
@@ -130,7 +134,7 @@ def import_csv(csv_path: str | Path, manifest: str | Path, out: str | Path | Non
         "warmup": _int(rmeta.get("warmup", df["warmup"].iloc[0])),
         "passes": _int(rmeta.get("passes", _op_passes(df, entries))),
         "pin": rmeta.get("pinned_core") is not None, "priority": rmeta.get("priority"),
-        "runtime": rmeta.get("runtime") or man.get("runtime") or "onnxruntime",
+        "runtime": exported_for,
         "runtime_version": rmeta.get("runtime_version"), "cpu": rmeta.get("cpu"),
         "cpu_count": rmeta.get("cpu_count"), "hostname": rmeta.get("hostname"), "platform": rmeta.get("platform"),
         "exporter": man.get("exporter") or f"opset {man.get('opset')}", "created": now_iso(),

@@ -498,6 +498,11 @@ def run_folder(folder, out=None, threads: int = 1, runs: int = 100, warmup: int 
             old = json.loads(meta_path.read_text())
         except (json.JSONDecodeError, OSError):
             old = {}
+        # The same op keys exist for every runtime and precision: rows of another must not count as done.
+        for k, v in (("runtime", runtime), ("precision", manifest.get("precision", "float32"))):
+            was = old.get(k) or ("onnxruntime" if k == "runtime" else "float32")
+            if old and was != v:
+                raise RunnerError(f"{out}: holds {was} measurements, this folder is {v}; write to another --out")
         for k, v in protocol.items():
             if old.get(k) is not None and old.get(k) != v:
                 raise RunnerError(

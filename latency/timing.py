@@ -40,6 +40,7 @@ from .runner import (  # noqa: F401 - re-exported: the one timing implementation
     QUIET_CHECK_S,
     RUNTIMES,
     STAT_NAMES,
+    RunnerError,
     LoadMeter,
     machine_info,
     make_session,
@@ -189,7 +190,10 @@ class Timer:
             self._sessions.move_to_end(name)
             return self._sessions[name]
         model, shapes, runtime = self._models[name]
-        sess = make_session(model, self.protocol.threads, runtime or self.protocol.runtime)
+        try:
+            sess = make_session(model, self.protocol.threads, runtime or self.protocol.runtime)
+        except RunnerError as exc:  # e.g. the runtime is not installed: one line, exit 2
+            raise UserError(str(exc)) from None
         entry = (sess, random_feeds(sess, self.seed, shapes))
         self._sessions[name] = entry
         while len(self._sessions) > self.max_sessions:

@@ -83,9 +83,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not out.parent.exists():
             raise UserError(f"{flag} {out}: folder {out.parent} does not exist")
     if args.tflite:
-        from latency.litert import converter_version
+        from latency.litert import INSTALL_HINT, available
 
-        converter_version()  # the extra is missing: one line, before any work
+        if not available():  # one line, before any work
+            raise UserError(f"--tflite: LiteRT is not installed here; {INSTALL_HINT}")
     spec = resolve_spec(args.spec)
     model = build(spec, seed=0)
     shape = (spec.in_channels, spec.resolution, spec.resolution)

@@ -168,6 +168,14 @@ def test_litert_runner_in_minimal_venv_then_import(tmp_path, litert_only_python)
     # the same folder, onnxruntime's export beside it, is refused (a folder holds one runtime's files)
     with pytest.raises(UserError, match="litert"):
         export_ops(ops[:1], folder, progress=False)
+    # an onnxruntime folder timed into the LiteRT CSV: the same op keys, but not the same measurements
+    from latency import runner
+
+    ort_folder = export_ops(ops[:1], tmp_path / "ort", progress=False)
+    assert runner.main([str(ort_folder), "--out", str(out), "--runs", "2", "--passes", "1", "--quiet-wait", "0",
+                        "--priority", "none", "--no-pin"]) == 2
+    with pytest.raises(UserError, match="litert"):
+        import_csv(out, ort_folder, tmp_path / "x.parquet")
 
 
 def test_nas_export_tflite_checks_against_torch(tmp_path, capsys):
