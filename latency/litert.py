@@ -111,10 +111,6 @@ def to_nhwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
 
 
-def from_nhwc(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
-
-
 def convert_module(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *, outputs_nhwc: bool = True) -> bytes:
     """Convert `module` (eval mode) called on NCHW `inputs` to a .tflite flatbuffer whose 4-D
     inputs (and, with `outputs_nhwc`, 4-D outputs) are NHWC."""

@@ -78,10 +78,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not args.onnx and not args.tflite:
         raise UserError("nas export: give --onnx PATH, --tflite PATH or both")
-    outs = [Path(p) for p in (args.onnx, args.tflite) if p]
-    for out, flag in zip(outs, [f for f, p in (("--onnx", args.onnx), ("--tflite", args.tflite)) if p]):
-        if not out.parent.exists():
-            raise UserError(f"{flag} {out}: folder {out.parent} does not exist")
+    for flag, path in (("--onnx", args.onnx), ("--tflite", args.tflite)):
+        if path and not Path(path).parent.exists():
+            raise UserError(f"{flag} {path}: folder {Path(path).parent} does not exist")
     if args.tflite:
         from latency.litert import INSTALL_HINT, available
 
