@@ -52,17 +52,43 @@ REFERENCE = "mnv3-small"
 
 
 class EvalCache:
-    """Proxy results by (training spec, proxy settings), kept in a JSON file."""
+    """Evaluations by key, in an append-only JSON-lines file (``eval_cache.jsonl``).
+
+    Several benchmark processes can share one file: each appends its results under an
+    exclusive lock and, on a miss, reads what the others appended since it last looked, so a
+    net scored by one process is not scored again by another. A kill loses at most the line
+    being written. A legacy ``eval_cache.json`` (one dict) beside it is read as well."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        path = Path(path)
+        self.path = path.with_suffix(".jsonl")
         self.data: dict[str, dict] = {}
-        if path.exists():
+        legacy = path.with_suffix(".json")
+        if legacy.exists():
             try:
-                self.data = json.loads(path.read_text())
+                self.data.update(json.loads(legacy.read_text()))
             except (json.JSONDecodeError, OSError):
-                self.data = {}
+                pass
+        self._offset = 0
+        self._refresh()
         self.hits = self.misses = 0
+
+    def _refresh(self) -> None:
+        """Read the complete lines appended since the last look."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return
+        end = chunk.rfind(b"\n") + 1  # a line still being written is read next time
+        for line in chunk[:end].splitlines():
+            try:
+                rec = json.loads(line)
+                self.data[rec.pop("key")] = rec
+            except (json.JSONDecodeError, KeyError, AttributeError):
+                continue  # a line torn by a kill
+        self._offset += end
 
     @staticmethod
     def key(spec, proxy: dict, init_seed: int) -> str:
@@ -72,13 +98,31 @@ class EvalCache:
         return hashlib.sha1(text.encode()).hexdigest()
 
     def get(self, key: str):
+        if key not in self.data:
+            self._refresh()
         return self.data.get(key)
 
     def put(self, key: str, value: dict) -> None:
+        import fcntl
+
         self.data[key] = value
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.data))
-        os.replace(tmp, self.path)
+        line = json.dumps({"key": key, **value}, default=str).encode() + b"\n"
+        with open(self.path, "ab") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                # a line torn by a killed writer must not swallow this one
+                if fh.seek(0, os.SEEK_END) and _last_byte(self.path) != b"\n":
+                    line = b"\n" + line
+                fh.write(line)
+                fh.flush()
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1)
 
 
 def _cached(cache: EvalCache, score, settings: dict, init_seed: int, arch_of=None):
@@ -206,7 +250,7 @@ def run(args) -> int:
     val = int(args.val_size) if args.val_size >= 1 else args.val_size
     overrides = {"steps": args.steps, "resolution": args.proxy_resolution, "batch_size": args.batch_size,
                  "val_size": val, "bn_recalib_batches": args.bn_recalib, "threads": args.threads}
-    cache = EvalCache(out / "eval_cache.json")
+    cache = EvalCache(out / "eval_cache.jsonl")
     if args.evaluator == "supernet":
         from nas.evaluators import SupernetEvaluator
 

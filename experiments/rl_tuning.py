@@ -41,14 +41,16 @@ GRID = {"lr": [0.003, 0.01, 0.03, 0.1], "batch_size": [4, 8, 16]}
 
 
 def load_pairs(path: Path, tag: str = "supernet-small") -> list[tuple[str, float]]:
-    """(arch code, score) pairs from an evaluation cache (JSON) or a fidelity runs CSV (one supernet's rows)."""
+    """(arch code, score) pairs from an evaluation cache (JSON lines) or a fidelity runs CSV (one supernet's rows)."""
     if path.suffix == ".csv":
         import pandas as pd
 
         d = pd.read_csv(path)
         d = d[(d.kind == "supernet") & (d.evaluator == tag)]
         return list(zip(d.arch, d.val_accuracy.astype(float)))
-    data = json.loads(path.read_text())
+    from experiments.controllers import EvalCache
+
+    data = EvalCache(path).data
     return [(v["arch"], float(v["accuracy"])) for v in data.values()
             if "arch" in v and v["accuracy"] is not None and math.isfinite(float(v["accuracy"]))]
 
@@ -125,8 +127,8 @@ def run_controller(name: str, kw: dict, seed: int, trials: int, space, objective
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cache", default=str(RESULTS / "controllers-supernet" / "eval_cache.json"),
-                   help="(net, supernet score) pairs: an evaluation cache JSON or a fidelity runs CSV")
+    p.add_argument("--cache", default=str(RESULTS / "controllers-supernet" / "eval_cache.jsonl"),
+                   help="(net, supernet score) pairs: an evaluation cache (JSON lines) or a fidelity runs CSV")
     p.add_argument("--space", default="small")
     p.add_argument("--trials", type=int, default=1000)
     p.add_argument("--tune-seeds", default="0,1,2")

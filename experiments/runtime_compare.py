@@ -7,7 +7,7 @@
    their rank agreement, and each runtime's own noise (best of even vs odd rounds).
 2. Ops: the two tables' rows for the same op keys (ratio by op kind and input size).
 3. The same search on both tables: the supernet-scored nets of the controllers benchmark
-   (experiments/results/controllers-supernet/eval_cache.json) rewarded with each table's
+   (experiments/results/controllers-supernet/eval_cache.jsonl) rewarded with each table's
    latency (MnasNet soft reward, w = -0.15, target = MobileNetV3-Small on that table, as
    `--target-like mnv3-small` does): the best net of each, and where it ranks on the other.
 
@@ -43,7 +43,7 @@ from latency.validate import spearman  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 RUNTIMES = ("onnxruntime", "litert")
-CACHE = RESULTS / "controllers-supernet" / "eval_cache.json"
+CACHE = RESULTS / "controllers-supernet" / "eval_cache.jsonl"
 
 
 def measure(specs, names, rounds: int, seed: int, progress: bool) -> pd.DataFrame:
@@ -102,7 +102,9 @@ def same_search(space_name: str, tables: dict[str, LatencyTable], w: float = -0.
 
     if not CACHE.exists():
         return {}
-    cache = json.loads(CACHE.read_text())
+    from experiments.controllers import EvalCache
+
+    cache = EvalCache(CACHE).data
     space = get_space(space_name).space
     arches = sorted({v["arch"] for v in cache.values() if v.get("arch") and not v.get("diverged")})
     acc = {v["arch"]: v["accuracy"] for v in cache.values() if v.get("arch")}

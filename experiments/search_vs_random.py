@@ -184,7 +184,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--benchmark", required=True, help="JSON of a supernet-scored controllers benchmark")
-    p.add_argument("--cache", default=str(RESULTS / "controllers-supernet" / "eval_cache.json"),
+    p.add_argument("--cache", default=str(RESULTS / "controllers-supernet" / "eval_cache.jsonl"),
                    help="the benchmark's evaluation cache (random nets scored there are reused)")
     p.add_argument("--phase", choices=("pick", "train", "measure", "report", "all"), default="all")
     p.add_argument("--space", default="small")
