@@ -52,7 +52,11 @@ def table_meta(protocol: Protocol, precision: str = "float32", **extra) -> dict:
         "spaces": [],
         "calibration": None,
     }
-    if precision == "int8":
+    if precision == "int8" and protocol.runtime == "litert":
+        from .litert import QUANTIZATION
+
+        meta["quantization"] = QUANTIZATION
+    elif precision == "int8":
         meta["quantization"] = "onnxruntime quantize_static QDQ per-channel, act QUInt8, weight QInt8, MinMax"
     meta.update(extra)
     return meta
@@ -89,8 +93,8 @@ class BuildReport:
 
 
 def check_runtime(runtime: str, precision: str) -> None:
-    if runtime == "litert" and precision != "float32":
-        raise UserError("--runtime litert --int8: INT8 LiteRT tables are not supported yet (float32 only)")
+    if precision not in ("float32", "int8"):
+        raise UserError(f"precision {precision!r}: expected float32 or int8")
 
 
 def op_model(op, precision: str = "float32", workdir=None, calib_data=None, runtime: str = "onnxruntime") -> bytes:
@@ -100,7 +104,7 @@ def op_model(op, precision: str = "float32", workdir=None, calib_data=None, runt
     if runtime == "litert":
         from .litert import convert_op
 
-        return convert_op(op)
+        return convert_op(op, precision=precision)
     data = _export.export_op(op)
     if precision == "int8":
         from .quantize import quantize_model

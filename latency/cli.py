@@ -76,7 +76,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--format", choices=["parquet", "csv"], default=None, help="file format (default: from the suffix)")
     b.add_argument("--resolution", type=_positive("--resolution"), default=None,
                    help="input resolution of the space's nets and the zoo nets (default: the space's, 224)")
-    b.add_argument("--int8", action="store_true", help="time INT8 (static QDQ quantization) ops: a separate int8 table")
+    b.add_argument("--int8", action="store_true",
+                   help="time INT8 ops (onnxruntime: static QDQ; litert: PT2E static): a separate int8 table")
     b.add_argument("--no-zoo", action="store_true", help="do not add the zoo nets' ops")
     b.add_argument("--calibrate", type=_nonneg("--calibrate"), default=DEFAULT_CALIBRATION_NETS, metavar="K",
                    help=f"fit the calibration on K sampled nets measured end to end (default {DEFAULT_CALIBRATION_NETS}; 0: none)")

@@ -55,7 +55,7 @@ def net_model(spec, precision: str = "float32", calib_data: np.ndarray | None = 
         from .litert import convert_net
 
         check_runtime(runtime, precision)
-        return convert_net(spec)
+        return convert_net(spec, precision=precision, calib_data=calib_data)
     data = _export.export_net(spec)
     if precision == "int8":
         from .quantize import quantize_model

@@ -13,6 +13,11 @@ Choices, measured on these machines (../shared/reference/runtimes.md):
   export), so converted files are cached by op key (or net spec), shapes and converter
   versions under ~/.cache/mnv3-nas/litert/v<CONVERT_VERSION> (MNV3_NAS_CACHE moves it); a
   rebuilt table converts nothing twice.
+- INT8 (`--int8`): litert-torch's PT2E static path (torch.export, torchao's prepare/convert
+  with litert-torch's symmetric per-channel quantizer, activation ranges observed on a few
+  random batches or real images). Ops the quantizer leaves alone (hardswish, the SE gate's
+  multiply) run in float between DEQUANTIZE and QUANTIZE, as they would in an app's net.
+  About 1.5x the float conversion time.
 """
 
 from __future__ import annotations
@@ -111,9 +116,12 @@ def to_nhwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
 
 
-def convert_module(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *, outputs_nhwc: bool = True) -> bytes:
+def convert_module(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *, outputs_nhwc: bool = True,
+                   precision: str = "float32", calib: Sequence[Sequence[torch.Tensor]] | None = None) -> bytes:
     """Convert `module` (eval mode) called on NCHW `inputs` to a .tflite flatbuffer whose 4-D
-    inputs (and, with `outputs_nhwc`, 4-D outputs) are NHWC."""
+    inputs (and, with `outputs_nhwc`, 4-D outputs) are NHWC. ``precision="int8"``: static
+    PT2E quantization first (see `_quantized`), activation ranges observed on `calib`
+    (NCHW input tuples; default: 8 random normal batches)."""
     lt = _converter()
     module = module.eval()
     inputs = tuple(inputs)
@@ -125,9 +133,42 @@ def convert_module(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *, o
     wrapped = module
     if args or out_idx:
         wrapped = lt.to_channel_last_io(module, args=args, outputs=out_idx)
-    sample = tuple(t.permute(0, 2, 3, 1).contiguous() if i in args else t for i, t in enumerate(inputs))
+
+    def nhwc(ts):
+        return tuple(t.permute(0, 2, 3, 1).contiguous() if i in args else t for i, t in enumerate(ts))
+
+    sample = nhwc(inputs)
     with _silenced(), torch.no_grad():
+        if precision == "int8":
+            if calib is None:
+                g = torch.Generator().manual_seed(1)
+                calib = [tuple(torch.randn(t.shape, generator=g) for t in inputs) for _ in range(8)]
+            model, quant = _quantized(wrapped.eval(), sample, [nhwc(c) for c in calib])
+            return bytes(lt.convert(model, sample, quant_config=quant).model_content())
+        if precision != "float32":
+            raise UserError(f"precision {precision!r}: LiteRT tables are float32 or int8")
         return bytes(lt.convert(wrapped.eval(), sample).model_content())
+
+
+# What an INT8 LiteRT table times; recorded in its metadata.
+QUANTIZATION = ("litert-torch PT2E static: weights int8 per-channel symmetric, activations int8 per-tensor "
+                "(histogram observer) where the quantizer annotates the op (conv, linear, add, pooling), "
+                "float elsewhere (hardswish, SE scaling); calibrated on 8 random batches")
+
+
+def _quantized(module, sample, calib):
+    """PT2E static quantization as litert-torch takes it: export, observe `calib`, convert.
+    Ops the quantizer does not annotate (hardswish, sigmoid-gated SE multiply) stay float
+    between DEQUANTIZE/QUANTIZE: part of what an INT8 table measures, as it is in an app."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = quantize_pt2e.prepare_pt2e(torch.export.export(module, sample).module(), quantizer)
+    for batch in calib:
+        prepared(*batch)
+    return quantize_pt2e.convert_pt2e(prepared, fold_quantize=False), QuantConfig(pt2e_quantizer=quantizer)
 
 
 def _cache_path(kind: str, key: str, shapes) -> Path:
@@ -147,7 +188,7 @@ def _cached(kind: str, key: str, shapes, make) -> bytes:
     return data
 
 
-def convert_op(op, seed: int = 0) -> bytes:
+def convert_op(op, seed: int = 0, precision: str = "float32") -> bytes:
     """One op alone, built with the net builder (`search_space.build_op`), converted (cached)."""
     from search_space.latency_ops import build_op
 
@@ -156,14 +197,15 @@ def convert_op(op, seed: int = 0) -> bytes:
     def make():
         with one_thread():
             torch.manual_seed(seed)
-            return convert_module(build_op(op), op_inputs(op, seed))
+            return convert_module(build_op(op), op_inputs(op, seed), precision=precision)
 
-    return _cached("op", op.key, op.input_shapes, make)
+    return _cached(_kind("op", precision), op.key, op.input_shapes, make)
 
 
-def convert_net(spec, seed: int = 0) -> bytes:
+def convert_net(spec, seed: int = 0, precision: str = "float32", calib_data: np.ndarray | None = None) -> bytes:
     """A whole net (`search_space.build`) at batch 1, NHWC image input, converted (cached by
-    the spec's JSON, name included)."""
+    the spec's JSON, name included). INT8 activation ranges come from `calib_data` (real
+    images, N x C x H x W: the first 8) when given, else from random inputs."""
     from search_space.builder import build
 
     from .export import net_input_shape, one_thread, random_inputs
@@ -173,9 +215,20 @@ def convert_net(spec, seed: int = 0) -> bytes:
     def make():
         with one_thread():
             torch.manual_seed(seed)
-            return convert_module(build(spec), random_inputs([shape], seed))
+            calib = None
+            if calib_data is not None:
+                calib = [(torch.from_numpy(np.ascontiguousarray(calib_data[i:i + 1], dtype=np.float32)),)
+                         for i in range(min(8, len(calib_data)))]
+            return convert_module(build(spec), random_inputs([shape], seed), precision=precision, calib=calib)
 
-    return _cached("net", spec.to_json() if hasattr(spec, "to_json") else repr(spec), [shape], make)
+    key = spec.to_json() if hasattr(spec, "to_json") else repr(spec)
+    if calib_data is not None:
+        key += "|calib " + hashlib.sha1(np.ascontiguousarray(calib_data[:8], dtype=np.float32).tobytes()).hexdigest()
+    return _cached(_kind("net", precision), key, [shape], make)
+
+
+def _kind(kind: str, precision: str) -> str:
+    return kind if precision == "float32" else f"{kind}-{precision}"
 
 
 def run(model: bytes | str | Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:

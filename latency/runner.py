@@ -308,10 +308,30 @@ class LiteRTSession:
         return self.interpreter.invoke
 
     def run(self, arrays, nchw_outputs: bool = False) -> list[np.ndarray]:
-        """Outputs for inputs in the model's order (4-D outputs back to NCHW if asked)."""
+        """Float outputs for float inputs in the model's order (4-D outputs back to NCHW if
+        asked); an INT8 model's integer inputs and outputs are (de)quantized with its own
+        scale and zero point."""
+        arrays = [_quantize(a, d) for a, d in zip(arrays, self.inputs)]
         self.bound_call(dict(zip(range(len(arrays)), arrays)))()
-        outs = [np.array(self.interpreter.get_tensor(d["index"])) for d in self.outputs]
+        outs = [_dequantize(np.array(self.interpreter.get_tensor(d["index"])), d) for d in self.outputs]
         return [np.ascontiguousarray(o.transpose(0, 3, 1, 2)) if nchw_outputs and o.ndim == 4 else o for o in outs]
+
+
+def _quantize(x, detail) -> np.ndarray:
+    x = np.asarray(x)
+    dtype = np.dtype(detail["dtype"])
+    scale, zero = detail.get("quantization") or (0.0, 0)
+    if np.issubdtype(dtype, np.integer) and np.issubdtype(x.dtype, np.floating) and scale:
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
+    return x
+
+
+def _dequantize(y: np.ndarray, detail) -> np.ndarray:
+    scale, zero = detail.get("quantization") or (0.0, 0)
+    if np.issubdtype(y.dtype, np.integer) and scale:
+        return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+    return y
 
 
 def make_session(model, threads: int = 1, runtime: str = "onnxruntime"):
@@ -333,9 +353,10 @@ def random_feeds(session, seed: int = 0, shapes: dict | None = None) -> dict:
     rng = np.random.default_rng(seed)
     feeds = {}
     if isinstance(session, LiteRTSession):
-        for name, shape, dtype in session.input_specs():
-            feeds[name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
-                           else rng.integers(0, 2, size=shape).astype(dtype))
+        # an INT8 model's integer image input gets the same normal values, quantized
+        for d, (name, shape, dtype) in zip(session.inputs, session.input_specs()):
+            x = rng.standard_normal(shape).astype(np.float32)
+            feeds[name] = x if np.issubdtype(dtype, np.floating) else _quantize(x, d)
         return feeds
     for inp in session.get_inputs():
         shape = (shapes or {}).get(inp.name) or [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]

@@ -87,6 +87,41 @@ def test_a_wrong_model_is_caught_by_the_relative_check():
     assert np.abs(ref - got).max() / np.abs(ref).max() > 1e-2
 
 
+def test_int8_ops_are_quantized_and_close_to_torch():
+    """INT8 (PT2E static) conversions: integer tensors inside, integer image input fed
+    quantized by the runner, outputs within quantization error of the float op."""
+    from latency.build import op_model, table_meta
+    from latency.export import op_inputs
+    from latency.runner import make_session, random_feeds
+    from latency.timing import Protocol
+    from search_space.latency_ops import build_op
+
+    stem, _, head = few_ops()
+    for op in (stem, head):
+        data = op_model(op, "int8", runtime="litert")
+        assert data != litert.convert_op(op)  # not the float file
+        sess = make_session(data, runtime="litert")
+        assert sum(d["dtype"] == np.int8 for d in sess.interpreter.get_tensor_details()) >= 3, op.key
+        assert sess.fully_delegated(), op.key
+        assert sess.input_specs()[0][2] is np.int8, op.key  # the first op quantizes its own input
+        feed = next(iter(random_feeds(sess).values()))
+        assert feed.dtype == np.int8 and len(np.unique(feed)) > 20  # quantized normal values, not 0/1
+        torch.manual_seed(0)
+        module = build_op(op).eval()
+        x = op_inputs(op)
+        with torch.no_grad():
+            ref = module(*x).numpy()
+        got = litert.run(data, [t.numpy() for t in x])[0]
+        assert got.dtype == np.float32 and got.shape == ref.shape
+        rms = float(np.sqrt(np.mean((got - ref) ** 2)) / np.sqrt(np.mean(ref ** 2)))
+        assert rms < 0.1 and np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.99, (op.key, rms)
+        assert op_model(op, "int8", runtime="litert") == data  # cached
+    meta = table_meta(Protocol(runtime="litert"), "int8")
+    assert meta["precision"] == "int8" and "PT2E" in meta["quantization"]
+    with pytest.raises(UserError, match="int4"):
+        op_model(stem, "int4", runtime="litert")
+
+
 def test_build_litert_table_then_refuse_the_other_runtime(tmp_path, capsys):
     from latency.cli import main as cli_main
     from latency.table import LatencyTable
@@ -120,9 +155,6 @@ def test_build_litert_table_then_refuse_the_other_runtime(tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(["validate", "--table", str(ort_table), "--samples", "0", "--runtime", "litert"]) == 2
     assert "onnxruntime" in capsys.readouterr().err
-    assert cli_main(["build", "--space", str(spec_file), "--out", str(tmp_path / "q.parquet"), "--int8",
-                     "--runtime", "litert", *quick]) == 2
-    assert "INT8" in capsys.readouterr().err
 
 
 def test_protocol_rejects_unknown_runtime():
