@@ -100,30 +100,38 @@ def export_net(spec, path: str | Path | None = None, seed: int = 0) -> bytes | P
         return export_module(build(spec), random_inputs([net_input_shape(spec)], seed), path)
 
 
-def max_abs_diff(module: torch.nn.Module, inputs: Sequence[torch.Tensor], model: bytes | str | Path) -> float:
-    """Largest |torch - onnxruntime| over all outputs, for the same inputs."""
-    import numpy as np
+def _runtime_outputs(model: bytes | str | Path, inputs: Sequence[torch.Tensor], runtime: str) -> list:
+    if runtime == "litert":
+        from .litert import run
 
+        return run(model, [t.numpy() for t in inputs])  # NCHW in and out, as torch
     from .runner import make_session
 
-    module = module.eval()
-    with torch.no_grad():
-        ref = [t.numpy() for t in _as_tuple(module(*inputs))]
     sess = make_session(model if isinstance(model, bytes) else str(model), threads=1)
-    got = sess.run(None, {n: t.numpy() for n, t in zip(input_names(len(inputs)), inputs)})
-    return float(max(np.abs(a - b).max() for a, b in zip(ref, got)))
+    return sess.run(None, {n: t.numpy() for n, t in zip(input_names(len(inputs)), inputs)})
+
+
+def max_abs_diff(module: torch.nn.Module, inputs: Sequence[torch.Tensor], model: bytes | str | Path,
+                 runtime: str = "onnxruntime") -> float:
+    """Largest |torch - runtime| over all outputs, for the same inputs."""
+    return output_scale_diff(module, inputs, model, runtime)[0]
 
 
 def output_scale_diff(module: torch.nn.Module, inputs: Sequence[torch.Tensor],
-                      model: bytes | str | Path) -> tuple[float, float]:
-    """(max |torch - onnxruntime|, the same over max |torch output|) for the same inputs.
+                      model: bytes | str | Path, runtime: str = "onnxruntime") -> tuple[float, float]:
+    """(max |torch - runtime|, the same over max |torch output|) for the same inputs, the
+    model run by onnxruntime or LiteRT.
 
     The relative figure is the one to judge an export by: a freshly initialised net's logits
     are ~1e-9, where any export, right or wrong, passes an absolute tolerance.
     """
-    err = max_abs_diff(module, inputs, model)
+    import numpy as np
+
     with torch.no_grad():
-        scale = max(float(t.abs().max()) for t in _as_tuple(module.eval()(*inputs)))
+        ref = [t.numpy() for t in _as_tuple(module.eval()(*inputs))]
+    got = _runtime_outputs(model, inputs, runtime)
+    err = float(max(np.abs(a - b).max() for a, b in zip(ref, got)))
+    scale = max(float(np.abs(a).max()) for a in ref)
     return err, err / scale if scale > 0 else float("inf")
 
 

@@ -110,20 +110,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); onnxruntime vs torch: max abs diff {err:.2e}, "
               f"{rel:.2e} of the output's scale")
     if args.tflite:
-        import numpy as np
-
-        from latency.litert import convert_module, run
+        from latency.export import output_scale_diff
+        from latency.litert import convert_module
 
         out = Path(args.tflite)
         data = convert_module(model, (x,))  # NHWC image input, as an app feeds a frame
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_bytes(data)
         tmp.replace(out)
-        with torch.no_grad():
-            ref = model(x).numpy()
-        got = run(out, [x.numpy()])[0]
-        err = float(np.abs(ref - got).max())
-        rel = err / float(np.abs(ref).max())
+        err, rel = output_scale_diff(model, (x,), out, runtime="litert")
         worst = max(worst, rel)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, NHWC input); LiteRT vs torch: max abs diff "
               f"{err:.2e}, {rel:.2e} of the output's scale")
