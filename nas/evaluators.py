@@ -139,7 +139,7 @@ class SupernetEvaluator:
 
         from .supernet import SupernetConfig
 
-        config = {k: v for k, v in self.meta["config"].items() if k not in SupernetConfig.IDENTITY_EXEMPT}
+        config = SupernetConfig.identity_of(self.meta["config"])
         ident = json.dumps({"space": self.meta["space_fingerprint"], "data": self.meta["data"],
                             "resolution": self.meta["resolution"], "config": config}, sort_keys=True, default=str)
         return {"evaluator": "supernet", "supernet_id": hashlib.sha1(ident.encode()).hexdigest()[:16],

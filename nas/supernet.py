@@ -118,6 +118,12 @@ class SupernetConfig:
     def identity(self) -> dict:
         return {k: v for k, v in self.to_dict().items() if k not in self.IDENTITY_EXEMPT}
 
+    @classmethod
+    def identity_of(cls, config: dict) -> dict:
+        """The settings of a saved config that change the weights; a setting added after the
+        checkpoint was written takes its default (the behaviour the checkpoint was trained with)."""
+        return {k: v for k, v in {**cls().to_dict(), **config}.items() if k not in cls.IDENTITY_EXEMPT}
+
 
 @dataclass
 class TrainOutcome:
@@ -391,9 +397,7 @@ def _check_resume(was: dict, now: dict, out: Path) -> None:
         raise UserError(f"{out}: holds a supernet of space {was['space']!r}; use another --out for {now['space']!r}")
     if was["data"] != now["data"]:
         raise UserError(f"{out}: holds a supernet trained on {was['data']['name']!r}; use another --out")
-    defaults = SupernetConfig().to_dict()  # a setting added later takes its default in older checkpoints
-    a = {k: v for k, v in {**defaults, **was["config"]}.items() if k not in SupernetConfig.IDENTITY_EXEMPT}
-    b = {k: v for k, v in {**defaults, **now["config"]}.items() if k not in SupernetConfig.IDENTITY_EXEMPT}
+    a, b = SupernetConfig.identity_of(was["config"]), SupernetConfig.identity_of(now["config"])
     for k in sorted(set(a) | set(b)):
         if a.get(k) != b.get(k):
             raise UserError(f"{out}: was trained with {k}={a.get(k)!r}, not {b.get(k)!r}; "
