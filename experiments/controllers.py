@@ -25,6 +25,11 @@ kept in the output folder, so the benchmark resumes and can be split over days):
         --controllers rl,tpe,nsga2,evolution,random --seeds 0,1,2 --trials 1000 \
         --out experiments/results/controllers-supernet --results experiments/results/controllers_supernet
 
+The cache is an append-only file that several processes share, so one machine's cores (or
+several machines on a shared folder) split the runs: start one process per group of
+controllers (or seeds) with the same --out and its own --results, then run the full command
+once more to gather every run into one table (finished runs are read back, not re-run).
+
 Budget flags: --trials, --seeds, --controllers, --steps, --proxy-resolution, --batch-size,
 --val-size, --confirm-seeds. Run again with the same flags to continue an interrupted run.
 Writes experiments/results/controllers.{csv,json,md,png} and per-run studies under
