@@ -453,7 +453,7 @@ def write_outputs(prefix: Path, runs, per, meta) -> None:
                      f"{p['beats_ref']}/{p['runs']} | {p['confirmed_beats_ref']}/{p['runs']} |")
     ref = meta["confirm"].get("_reference") if meta.get("confirm") else None
     lines += ["", f"Best reward of any run {meta['global_best_reward']:.4f}; median reward of a random net "
-                  f"{meta['random_median_reward']:.4f}. {meta['nets_trained']} distinct proxy trainings, "
+                  f"{meta['random_median_reward']:.4f}. {meta['nets_trained']} distinct nets scored (the shared cache), "
                   f"{meta['seconds'] / 60:.1f} min in all (load average at the end {meta['load_avg_1min_end']:.1f})."]
     if ref:
         lines.append(f"MobileNetV3-Small over {len(ref['accs'])} proxy seeds: {ref['mean']:.4f} ± {ref['std']:.4f}.")
