@@ -112,22 +112,18 @@ class EvalCache:
 
         self.data[key] = value
         line = json.dumps({"key": key, **value}, default=str).encode() + b"\n"
-        with open(self.path, "ab") as fh:
+        with open(self.path, "a+b") as fh:  # appends go to the end whatever the read position
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
-                # a line torn by a killed writer must not swallow this one
-                if fh.seek(0, os.SEEK_END) and _last_byte(self.path) != b"\n":
-                    line = b"\n" + line
+                end = fh.seek(0, os.SEEK_END)
+                if end:
+                    fh.seek(end - 1)
+                    if fh.read(1) != b"\n":
+                        line = b"\n" + line  # a line torn by a killed writer must not swallow this one
                 fh.write(line)
                 fh.flush()
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1)
 
 
 def _cached(cache: EvalCache, score, settings: dict, init_seed: int, arch_of=None):

@@ -122,6 +122,8 @@ def convert_module(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *, o
     inputs (and, with `outputs_nhwc`, 4-D outputs) are NHWC. ``precision="int8"``: static
     PT2E quantization first (see `_quantized`), activation ranges observed on `calib`
     (NCHW input tuples; default: 8 random normal batches)."""
+    if precision not in ("float32", "int8"):
+        raise UserError(f"precision {precision!r}: LiteRT tables are float32 or int8")
     lt = _converter()
     module = module.eval()
     inputs = tuple(inputs)
@@ -145,8 +147,6 @@ def convert_module(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *, o
                 calib = [tuple(torch.randn(t.shape, generator=g) for t in inputs) for _ in range(8)]
             model, quant = _quantized(wrapped.eval(), sample, [nhwc(c) for c in calib])
             return bytes(lt.convert(model, sample, quant_config=quant).model_content())
-        if precision != "float32":
-            raise UserError(f"precision {precision!r}: LiteRT tables are float32 or int8")
         return bytes(lt.convert(wrapped.eval(), sample).model_content())
 
 

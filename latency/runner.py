@@ -293,21 +293,22 @@ class LiteRTSession:
     def input_specs(self) -> list[tuple[str, list[int], type]]:
         return [(d["name"], [int(x) for x in d["shape"]], np.dtype(d["dtype"]).type) for d in self.inputs]
 
-    def _nodes(self) -> list[dict]:
+    def _delegates(self) -> list[dict]:
         try:
-            return self.interpreter._get_ops_details()  # the only view of the execution plan the API has
+            nodes = self.interpreter._get_ops_details()  # the only view of the execution plan the API has
         except Exception:  # noqa: BLE001
             return []
+        return [n for n in nodes if n["op_name"] == "DELEGATE"]
 
     def delegate_partitions(self) -> int:
         """How many XNNPACK subgraphs the model runs as (what falls between them runs in LiteRT's
         builtin kernels: e.g. an INT8 net's float hardswish between DEQUANTIZE and QUANTIZE)."""
-        return sum(1 for n in self._nodes() if n["op_name"] == "DELEGATE")
+        return len(self._delegates())
 
     def fully_delegated(self) -> bool:
         """Does one XNNPACK DELEGATE node run the whole model and produce every output?"""
         outs = {int(d["index"]) for d in self.outputs}
-        dels = [n for n in self._nodes() if n["op_name"] == "DELEGATE"]
+        dels = self._delegates()
         return len(dels) == 1 and outs <= {int(i) for i in dels[0]["outputs"]}
 
     def bound_call(self, feeds: dict):

@@ -116,7 +116,7 @@ class SupernetConfig:
     IDENTITY_EXEMPT = ("threads", "checkpoint_minutes", "device", "eval_every", "accumulate")
 
     def identity(self) -> dict:
-        return {k: v for k, v in self.to_dict().items() if k not in self.IDENTITY_EXEMPT}
+        return self.identity_of(self.to_dict())
 
     @classmethod
     def identity_of(cls, config: dict) -> dict:
