@@ -192,7 +192,8 @@ def parse_args(argv=None):
     p.add_argument("--val-images", type=int, default=None, help="supernet scoring: held-out images")
     p.add_argument("--reward", choices=("mnas", "abs"), default="mnas",
                    help="mnas: ACC x (LAT/TAR)^w; abs: ACC + beta x |LAT/TAR - 1| (TuNAS)")
-    p.add_argument("--beta", type=float, default=None, help="abs reward's beta (default -0.1)")
+    p.add_argument("--beta", type=float, default=None, help="abs reward's beta (default -0.1); runs are named "
+                   "CONTROLLER-abs-sSEED beside the default reward's")
     p.add_argument("--seeds", default="0,1", help="controller seeds (comma-separated)")
     p.add_argument("--trials", type=int, default=14, help="completed trials per run")
     p.add_argument("--target-like", default=REFERENCE)
@@ -272,8 +273,11 @@ def run(args) -> int:
     runs = []
     for seed in seeds:  # seeds outer: an interrupted benchmark has every controller at equal seeds
         for controller in controllers:
-            name = f"{controller}-s{seed}"
-            cfg = SearchConfig(space=args.space, controller=controller, target_like=args.target_like, w=args.w,
+            # runs of another reward live beside the default's and share its cache (a net's score
+            # does not depend on the reward)
+            name = f"{controller}-s{seed}" if args.reward == "mnas" else f"{controller}-{args.reward}-s{seed}"
+            cfg = SearchConfig(space=args.space, controller=controller, target_like=args.target_like,
+                               w=args.w if args.reward == "mnas" else None,
                                trials=args.trials, out=out / "runs" / name, seed=seed, table=str(table_path),
                                reward=args.reward, **({"beta": args.beta} if args.beta is not None else {}),
                                proxy=overrides, enqueue_known=False, zoo_reference=(REFERENCE,),

@@ -55,6 +55,17 @@ def load_pairs(path: Path, tag: str = "supernet-small") -> list[tuple[str, float
             if "arch" in v and v["accuracy"] is not None and math.isfinite(float(v["accuracy"]))]
 
 
+def _is_point(space, code: str) -> bool:
+    from search_space.errors import UserError
+    from search_space.supernet import parse_arch
+
+    try:
+        parse_arch(space, code)
+    except UserError:
+        return False
+    return True
+
+
 class Surrogate:
     """Ridge regression on one-hot choices: score(net) = b + sum of per-choice effects."""
 
@@ -151,7 +162,7 @@ def main(argv=None) -> int:
 
     optuna.logging.set_verbosity(logging.WARNING)
     space = load_space(args.space)
-    pairs = load_pairs(Path(args.cache))
+    pairs = [(a, s) for a, s in load_pairs(Path(args.cache)) if _is_point(space, a)]  # zoo nets are not points
     if len(pairs) < 30:  # noqa: PLR2004
         raise SystemExit(f"{args.cache}: {len(pairs)} scored nets; the surrogate needs at least 30")
     cv = cross_validate(space, pairs)

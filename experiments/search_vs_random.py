@@ -27,6 +27,7 @@ import csv
 import json
 import math
 import random
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -38,6 +39,40 @@ REFERENCE = "mnv3-small"
 FIELDS = ("candidate", "arch", "seed", "steps", "test_accuracy", "val_accuracy", "seconds", "diverged")
 
 
+def _fail(msg: str):
+    print(f"search_vs_random: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def controller_candidates(benchmarks: list[tuple[str, dict]]) -> tuple[list[dict], float]:
+    """Each controller's best net over its runs, per benchmark (one per reward), and their common target.
+
+    A net two controllers both found is one candidate named for both (it is trained once)."""
+    out: list[dict] = []
+    target = None
+    for b, bench in benchmarks:
+        meta = bench["meta"]
+        if meta.get("evaluator") != "supernet":
+            _fail(f"{b}: not a supernet-scored controllers benchmark")
+        if target is not None and abs(float(meta["target_ms"]) / target - 1) > 1e-9:
+            _fail(f"{b}: target {meta['target_ms']} ms differs from the first benchmark's {target} ms")
+        target = float(meta["target_ms"])
+        tag = "" if meta.get("reward", "mnas") == "mnas" else f"-{meta['reward']}"
+        for c in meta["controllers"]:
+            runs = [r for r in bench["runs"] if r["controller"] == c and r.get("best_arch")]
+            if not runs:
+                continue
+            best = max(runs, key=lambda r: r["best_reward"])
+            twin = next((o for o in out if o["arch"] == best["best_arch"]), None)
+            if twin:
+                twin["candidate"] += f",{c}{tag}"
+                twin["from"] += f", {best['run']}"
+                continue
+            out.append({"candidate": f"search:{c}{tag}", "arch": best["best_arch"],
+                        "supernet_score": best["best_accuracy"], "reward": best["best_reward"], "from": best["run"]})
+    return out, target
+
+
 def pick(args, space, data, latency) -> list[dict]:
     """The candidates: each controller's best, latency-matched random search's best, the reference."""
     from search_space.supernet import parse_arch
@@ -45,23 +80,15 @@ def pick(args, space, data, latency) -> list[dict]:
     from nas.evaluators import SupernetEvaluator
     from search_space import zoo
 
-    bench = json.loads(Path(args.benchmark).read_text())
-    meta = bench["meta"]
-    if meta.get("evaluator") != "supernet":
-        raise SystemExit(f"{args.benchmark}: not a supernet-scored controllers benchmark")
-    target = float(meta["target_ms"])
-    out = []
-    for c in meta["controllers"]:
-        runs = [r for r in bench["runs"] if r["controller"] == c and r.get("best_arch")]
-        if runs:
-            best = max(runs, key=lambda r: r["best_reward"])
-            out.append({"candidate": f"search:{c}", "arch": best["best_arch"], "supernet_score": best["best_accuracy"],
-                        "reward": best["best_reward"], "from": best["run"]})
+    names = args.benchmark.split(",")
+    benches = [json.loads(Path(b).read_text()) for b in names]
+    out, target = controller_candidates(list(zip(names, benches)))
+    meta = benches[0]["meta"]
     cache = EvalCache(Path(args.cache))
     sn = SupernetEvaluator.open(meta["supernet"], data, space=space)
     evaluate = cached_supernet_evaluator(cache, sn)
     rng = random.Random(f"latency-matched:{args.seed}")
-    n, tries, best = int(meta["trials"]), 0, None
+    n, tries, best = max(int(b["meta"]["trials"]) for b in benches), 0, None
     from rich.progress import Progress
 
     with Progress() as bar:
@@ -100,10 +127,11 @@ def train(args, space, data, cands: list[dict], path: Path) -> None:
     done = set()
     if path.exists():
         with open(path, newline="") as fh:
-            done = {(r["candidate"], int(r["seed"])) for r in csv.DictReader(fh)}
+            # keyed by net, not name: a candidate renamed (another controller found it too) keeps its runs
+            done = {(r["arch"], int(r["seed"])) for r in csv.DictReader(fh)}
     jobs = [(c, s) for s in args.seeds for c in cands]
     k, n = args.shard
-    todo = [(c, s) for i, (c, s) in enumerate(jobs) if i % n == k and (c["candidate"], s) not in done]
+    todo = [(c, s) for i, (c, s) in enumerate(jobs) if i % n == k and (c["arch"] or REFERENCE, s) not in done]
     print(f"standalone runs (shard {k}/{n}): {len(todo)} to go", file=sys.stderr)
     for c, seed in todo:
         base = zoo(REFERENCE) if c["arch"] is None else space.decode(parse_arch(space, c["arch"]))
@@ -130,17 +158,21 @@ def measure(space, cands: list[dict]) -> None:
     from search_space import zoo
 
     specs = [zoo(REFERENCE) if c["arch"] is None else space.decode(parse_arch(space, c["arch"])) for c in cands]
-    times = measure_nets(specs, Protocol(), names=[c["candidate"].replace(":", "-") for c in cands])
+    times = measure_nets(specs, Protocol(), names=[_label(c) for c in cands])
     summary = times.summary().set_index("net")
     for c in cands:
-        c["measured_ms"] = float(summary.loc[c["candidate"].replace(":", "-"), "measured_ms"])
+        c["measured_ms"] = float(summary.loc[_label(c), "measured_ms"])
+
+
+def _label(c: dict) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", c["candidate"])
 
 
 def report(cands: list[dict], path: Path, prefix: Path) -> dict:
     rows = list(csv.DictReader(open(path, newline=""))) if path.exists() else []
     table = []
     for c in cands:
-        accs = [float(r["test_accuracy"]) for r in rows if r["candidate"] == c["candidate"]
+        accs = [float(r["test_accuracy"]) for r in rows if r["arch"] == (c["arch"] or REFERENCE)
                 and math.isfinite(float(r["test_accuracy"]))]
         table.append({**c, "seeds": len(accs), "test_mean": statistics.mean(accs) if accs else None,
                       "test_std": statistics.stdev(accs) if len(accs) > 1 else None})
@@ -183,7 +215,8 @@ def main(argv=None) -> int:
     from experiments.supernet_fidelity import _shard
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--benchmark", required=True, help="JSON of a supernet-scored controllers benchmark")
+    p.add_argument("--benchmark", required=True,
+                   help="JSON of a supernet-scored controllers benchmark (several, comma-separated: one per reward)")
     p.add_argument("--cache", default=str(RESULTS / "controllers-supernet" / "eval_cache.jsonl"),
                    help="the benchmark's evaluation cache (random nets scored there are reused)")
     p.add_argument("--phase", choices=("pick", "train", "measure", "report", "all"), default="all")
