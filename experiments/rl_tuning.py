@@ -160,6 +160,9 @@ def main(argv=None) -> int:
     from search_space import zoo
     from search_space.supernet import parse_arch
 
+    import torch
+
+    torch.set_num_threads(1)  # the controller's LSTM is tiny: more threads only spin next to other jobs
     optuna.logging.set_verbosity(logging.WARNING)
     space = load_space(args.space)
     pairs = [(a, s) for a, s in load_pairs(Path(args.cache)) if _is_point(space, a)]  # zoo nets are not points

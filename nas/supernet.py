@@ -9,6 +9,11 @@ gradients. Rules (``SupernetConfig.rule``):
 - ``uniform``: ``num_random`` random nets on the labels (single-path one-shot, SPOS/TuNAS
   style sharing without a teacher).
 
+- ``progressive`` (once-for-all's progressive shrinking): the sandwich rule over a space that
+  grows: the first quarter of the steps trains the largest net alone, the second opens the
+  kernel sizes, the third the depths, the last every choice (expansions, widths, SE, ...);
+  choices not yet opened stay at the largest net's value.
+
 ``warmup_largest``: for that fraction of the steps a random net is replaced by the largest
 net with a probability falling linearly from 1 to 0 (TuNAS's filter/op warm-up).
 
@@ -44,7 +49,10 @@ from search_space.errors import UserError
 from .data import batch_positions
 from .progress import Bar
 
-RULES = ("sandwich", "uniform")
+RULES = ("sandwich", "uniform", "progressive")
+# progressive shrinking (once-for-all): the dimensions opened in each quarter of the steps, by the
+# suffix of a choice's name; ``None`` opens every choice (SE, nonlinearity, widths, custom ones)
+PROGRESSIVE_PHASES: tuple[tuple[str, ...] | None, ...] = ((), ("kernel",), ("kernel", "layers"), None)
 CHECKPOINT = "supernet.pt"
 META = "supernet.json"
 FORMAT = "mnv3-nas/supernet"
@@ -164,15 +172,30 @@ def step_nets(space, cfg: SupernetConfig, step: int) -> list[tuple[str, dict]]:
     p_large = 0.0
     if cfg.warmup_largest > 0:
         p_large = max(0.0, 1.0 - step / max(1.0, cfg.warmup_largest * cfg.steps))
+    largest = largest_point(space)
+    opened = progressive_phase(cfg, step) if cfg.rule == "progressive" else None
+    if opened == ():
+        return [("largest", largest)]
+
+    def restrict(point: dict) -> dict:
+        if opened is None:
+            return point
+        return {k: v if k.rsplit("_", 1)[-1] in opened else largest[k] for k, v in point.items()}
+
     randoms = []
     for _ in range(cfg.num_random):
-        point = space.sample_params(rng)
+        point = restrict(space.sample_params(rng))
         if p_large and rng.random() < p_large:
-            point = largest_point(space)
+            point = largest
         randoms.append(("random", point))
     if cfg.rule == "uniform":
         return randoms
-    return [("largest", largest_point(space)), *randoms, ("smallest", smallest_point(space))]
+    return [("largest", largest), *randoms, ("smallest", restrict(smallest_point(space)))]
+
+
+def progressive_phase(cfg: SupernetConfig, step: int) -> tuple[str, ...] | None:
+    """The choice suffixes progressive shrinking has opened at ``step`` (``None``: all of them)."""
+    return PROGRESSIVE_PHASES[min(len(PROGRESSIVE_PHASES) - 1, step * len(PROGRESSIVE_PHASES) // cfg.steps)]
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------

@@ -124,6 +124,24 @@ def test_sandwich_step_trains_largest_random_and_smallest():
     assert all(p == largest_point(space) for _, p in step_nets(space, warm, 0))
 
 
+def test_progressive_shrinking_opens_kernels_then_depths_then_the_rest():
+    space = get_space("small")
+    big = largest_point(space)
+    cfg = SupernetConfig(rule="progressive", num_random=2, steps=400)
+
+    def varied(step: int) -> set[str]:  # which kinds of choice differ from the largest net, over many steps
+        return {k.rsplit("_", 1)[-1] for s in range(step, step + 40) for _, p in step_nets(space, cfg, s)
+                for k, v in p.items() if v != big[k]}
+
+    assert step_nets(space, cfg, 0) == [("largest", big)]
+    assert varied(0) == set()
+    assert varied(100) == {"kernel"}
+    assert varied(200) == {"kernel", "layers"}
+    assert varied(300) == {"kernel", "layers", "expand", "se", "width"}
+    assert [r for r, _ in step_nets(space, cfg, 399)] == ["largest", "random", "random", "smallest"]
+    assert step_nets(space, cfg, 399)[-1][1] == smallest_point(space)
+
+
 # ---- training on the tiny space -------------------------------------------------------------------
 def _tiny_cfg(tiny, **kw) -> SupernetConfig:
     base = dict(space=tiny["space"], steps=6, batch_size=32, resolution=16, val_size=100, eval_every=3,
