@@ -129,6 +129,12 @@ def train(args, space, data, cands: list[dict], path: Path) -> None:
         with open(path, newline="") as fh:
             # keyed by net, not name: a candidate renamed (another controller found it too) keeps its runs
             done = {(r["arch"], int(r["seed"])) for r in csv.DictReader(fh)}
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {c["candidate"] for c in cands}
+        if unknown:
+            _fail(f"--only: no candidate {sorted(unknown)[0]!r} (candidates: {', '.join(c['candidate'] for c in cands)})")
+        cands = [c for c in cands if c["candidate"] in wanted]
     jobs = [(c, s) for s in args.seeds for c in cands]
     k, n = args.shard
     todo = [(c, s) for i, (c, s) in enumerate(jobs) if i % n == k and (c["arch"] or REFERENCE, s) not in done]
@@ -227,6 +233,7 @@ def main(argv=None) -> int:
     p.add_argument("--band", type=float, default=0.02, help="latency match of the random nets (fraction)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N")
+    p.add_argument("--only", default=None, help="train: these candidates only (comma-separated names)")
     p.add_argument("--data", default=None)
     p.add_argument("--out", default=str(RESULTS / "search_vs_random"))
     args = p.parse_args(argv)
