@@ -450,7 +450,9 @@ def write_outputs(prefix: Path, runs, per, meta) -> None:
                      f"{_fmt(p.get('trials_to_random_best_median'), '.0f')} ({p.get('reached_random_best', 0)}/"
                      f"{p['runs']} runs) | {_fmt(p.get('last_quarter_mean_reward'))} | "
                      f"{_fmt(p['trials_to_95pct_gap_median'], '.1f')} ({p['reached_95pct_gap']}/{p['runs']} runs) | "
-                     f"{p['beats_ref']}/{p['runs']} | {p['confirmed_beats_ref']}/{p['runs']} |")
+                     f"{p['beats_ref']}/{p['runs']} | "
+                     + (f"{p['confirmed_beats_ref']}/{p['runs']} |" if meta.get("confirm_seeds") else
+                        "- (search_vs_random.py) |"))
     ref = meta["confirm"].get("_reference") if meta.get("confirm") else None
     lines += ["", f"Best reward of any run {meta['global_best_reward']:.4f}; median reward of a random net "
                   f"{meta['random_median_reward']:.4f}. {meta['nets_trained']} distinct nets scored (the shared cache), "

@@ -233,6 +233,7 @@ def main(argv=None) -> int:
     p.add_argument("--band", type=float, default=0.02, help="latency match of the random nets (fraction)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N")
+    p.add_argument("--candidates", default=None, help="candidates file (default: OUT_candidates.json)")
     p.add_argument("--only", default=None, help="train: these candidates only (comma-separated names)")
     p.add_argument("--data", default=None)
     p.add_argument("--out", default=str(RESULTS / "search_vs_random"))
@@ -249,7 +250,7 @@ def main(argv=None) -> int:
     space = load_space(args.space)
     data = load_dataset(args.data)
     latency = TableLatency(ensure_table(default_table_path(), space, extra_specs=[zoo(REFERENCE)]))
-    cands_path = prefix.with_name(prefix.name + "_candidates.json")
+    cands_path = Path(args.candidates) if args.candidates else prefix.with_name(prefix.name + "_candidates.json")
     if args.phase in ("pick", "all") or not cands_path.exists():
         cands_path.write_text(json.dumps(pick(args, space, data, latency), indent=1) + "\n")
     cands = json.loads(cands_path.read_text())
