@@ -44,10 +44,11 @@ def _fail(msg: str):
     raise SystemExit(2)
 
 
-def controller_candidates(benchmarks: list[tuple[str, dict]]) -> tuple[list[dict], float]:
+def controller_candidates(benchmarks: list[tuple[str, dict]], key=lambda arch: arch) -> tuple[list[dict], float]:
     """Each controller's best net over its runs, per benchmark (one per reward), and their common target.
 
-    A net two controllers both found is one candidate named for both (it is trained once)."""
+    A net two controllers both found is one candidate named for both (it is trained once); ``key``
+    says which arch codes are the same net (two codes of a space can decode to one net)."""
     out: list[dict] = []
     target = None
     for b, bench in benchmarks:
@@ -63,7 +64,7 @@ def controller_candidates(benchmarks: list[tuple[str, dict]]) -> tuple[list[dict
             if not runs:
                 continue
             best = max(runs, key=lambda r: r["best_reward"])
-            twin = next((o for o in out if o["arch"] == best["best_arch"]), None)
+            twin = next((o for o in out if key(o["arch"]) == key(best["best_arch"])), None)
             if twin:
                 twin["candidate"] += f",{c}{tag}"
                 twin["from"] += f", {best['run']}"
@@ -71,6 +72,16 @@ def controller_candidates(benchmarks: list[tuple[str, dict]]) -> tuple[list[dict
             out.append({"candidate": f"search:{c}{tag}", "arch": best["best_arch"],
                         "supernet_score": best["best_accuracy"], "reward": best["best_reward"], "from": best["run"]})
     return out, target
+
+
+def same_net_key(space, arch: str) -> str:
+    """What a net is, whatever its code: its decoded spec without the name (widths round to
+    multiples of 8, so e.g. width 0.75 and 1.0 of a 16-channel stage are one net)."""
+    from search_space.supernet import parse_arch
+
+    d = space.decode(parse_arch(space, arch)).to_dict()
+    d.pop("name", None)
+    return json.dumps(d, sort_keys=True, default=str)
 
 
 def pick(args, space, data, latency) -> list[dict]:
@@ -82,7 +93,7 @@ def pick(args, space, data, latency) -> list[dict]:
 
     names = args.benchmark.split(",")
     benches = [json.loads(Path(b).read_text()) for b in names]
-    out, target = controller_candidates(list(zip(names, benches)))
+    out, target = controller_candidates(list(zip(names, benches)), key=lambda a: same_net_key(space, a))
     meta = benches[0]["meta"]
     cache = EvalCache(Path(args.cache))
     sn = SupernetEvaluator.open(meta["supernet"], data, space=space)

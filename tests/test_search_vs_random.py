@@ -2,7 +2,8 @@
 
 import pytest
 
-from experiments.search_vs_random import controller_candidates
+from experiments.search_vs_random import controller_candidates, same_net_key
+from search_space import get_space
 
 
 def _bench(reward, target, runs):
@@ -38,3 +39,14 @@ def test_foreign_benchmarks_are_refused(capsys):
     proxy = {**soft, "meta": {**soft["meta"], "evaluator": "proxy"}}
     with pytest.raises(SystemExit):
         controller_candidates([("proxy.json", proxy)])
+
+
+def test_two_codes_of_one_net_are_one_candidate():
+    space = get_space("small")
+    # stage 1 has 16 channels: width 0.75 rounds up to the same 16 (multiples of 8)
+    a, b = "1k3e3w75_1k3e3w100_2k3e3w75_1k3e3w75_2k3e3w75", "1k3e3w100_1k3e3w100_2k3e3w75_1k3e3w75_2k3e3w75"
+    c = "1k3e3w100_1k3e3w100_2k3e3w75_1k3e3w75_2k3e3w100"
+    assert same_net_key(space, a) == same_net_key(space, b) != same_net_key(space, c)
+    soft = _bench("mnas", 2.0, [_run("tpe", 0, a, 0.99), _run("evolution", 0, b, 0.99), _run("random", 0, c, 0.9)])
+    cands, _ = controller_candidates([("soft.json", soft)], key=lambda x: same_net_key(space, x))
+    assert [x["candidate"] for x in cands] == ["search:evolution,tpe", "search:random"]
