@@ -176,7 +176,7 @@ def measure(space, cands: list[dict]) -> None:
 
     specs = [zoo(REFERENCE) if c["arch"] is None else space.decode(parse_arch(space, c["arch"])) for c in cands]
     times = measure_nets(specs, Protocol(), names=[_label(c) for c in cands])
-    summary = times.summary().set_index("net")
+    summary = times.summary()
     for c in cands:
         c["measured_ms"] = float(summary.loc[_label(c), "measured_ms"])
 
