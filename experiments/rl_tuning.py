@@ -123,16 +123,16 @@ def run_controller(name: str, kw: dict, seed: int, trials: int, space, objective
         sampler = make_sampler(name, space, seed, trials)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     choices = space.choices()
-    best, curve = -math.inf, []
+    curve: list[float] = []
 
     def obj(trial):
         params = {k: trial.suggest_categorical(k, v) for k, v in choices.items()}
-        return objective(params)
+        value = objective(params)
+        # recorded here: reading it back through study.trials deep-copies every trial each time
+        curve.append(max(value, curve[-1]) if curve else value)
+        return value
 
-    for _ in range(trials):
-        study.optimize(obj, n_trials=1)
-        best = max(best, study.trials[-1].value)
-        curve.append(best)
+    study.optimize(obj, n_trials=trials)
     return curve
 
 
@@ -195,6 +195,7 @@ def main(argv=None) -> int:
         for i, kw in enumerate(configs):
             finals = [run_controller("rl", kw, s, args.trials, space, objective)[-1] for s in tune_seeds]
             rows.append({**kw, "mean_best": statistics.mean(finals), "finals": finals})
+            print(f"rl {kw}: mean best {rows[-1]['mean_best']:.4f} ({time.time() - t0:.0f} s)", file=sys.stderr)
             bar.update((i + 1) * len(tune_seeds), best=f"{max(r['mean_best'] for r in rows):.4f}")
     chosen = max(rows, key=lambda r: r["mean_best"])
     chosen_kw = {k: chosen[k] for k in grid}
