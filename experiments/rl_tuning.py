@@ -199,7 +199,7 @@ def main(argv=None) -> int:
             bar.update((i + 1) * len(tune_seeds), best=f"{max(r['mean_best'] for r in rows):.4f}")
     chosen = max(rows, key=lambda r: r["mean_best"])
     chosen_kw = {k: chosen[k] for k in grid}
-    default_kw = {"batch_size": max(2, min(8, args.trials // 10))}
+    default_kw = {"batch_size": max(2, min(8, args.trials // 10))}  # the search's setting before this tuning
     contenders = {"rl (tuned)": ("rl", chosen_kw), "rl (default)": ("rl", default_kw)}
     contenders.update({c: (c, {}) for c in args.controllers.split(",") if c})
     curves = {}
