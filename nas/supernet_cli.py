@@ -43,7 +43,7 @@ def register(sub) -> None:
     t.add_argument("--rule", choices=RULES, default=d.rule,
                    help="sandwich: largest + random + smallest nets a step, in-place distillation; "
                         "uniform: random nets only; progressive: sandwich over a space opened a quarter of the "
-                        f"steps at a time (largest only, + kernels, + depths, + the rest; once-for-all) "
+                        "steps at a time (largest only, + kernels, + depths, + the rest; once-for-all) "
                         f"(default {d.rule})")
     t.add_argument("--num-random", type=_int("--num-random", 0), default=d.num_random,
                    help=f"random nets per step (default {d.num_random})")
