@@ -49,7 +49,7 @@ def controller_candidates(benchmarks: list[tuple[str, dict]], key=lambda arch: a
 
     A net two controllers both found is one candidate named for both (it is trained once); ``key``
     says which arch codes are the same net (two codes of a space can decode to one net)."""
-    out: list[dict] = []
+    out: dict[str, dict] = {}  # by key: each net once
     target = None
     for b, bench in benchmarks:
         meta = bench["meta"]
@@ -64,14 +64,15 @@ def controller_candidates(benchmarks: list[tuple[str, dict]], key=lambda arch: a
             if not runs:
                 continue
             best = max(runs, key=lambda r: r["best_reward"])
-            twin = next((o for o in out if key(o["arch"]) == key(best["best_arch"])), None)
+            twin = out.get(key(best["best_arch"]))
             if twin:
                 twin["candidate"] += f",{c}{tag}"
                 twin["from"] += f", {best['run']}"
                 continue
-            out.append({"candidate": f"search:{c}{tag}", "arch": best["best_arch"],
-                        "supernet_score": best["best_accuracy"], "reward": best["best_reward"], "from": best["run"]})
-    return out, target
+            out[key(best["best_arch"])] = {"candidate": f"search:{c}{tag}", "arch": best["best_arch"],
+                                           "supernet_score": best["best_accuracy"], "reward": best["best_reward"],
+                                           "from": best["run"]}
+    return list(out.values()), target
 
 
 def same_net_key(space, arch: str) -> str:
@@ -148,7 +149,7 @@ def train(args, space, data, cands: list[dict], path: Path) -> None:
         cands = [c for c in cands if c["candidate"] in wanted]
     jobs = [(c, s) for s in args.seeds for c in cands]
     k, n = args.shard
-    todo = [(c, s) for i, (c, s) in enumerate(jobs) if i % n == k and (c["arch"] or REFERENCE, s) not in done]
+    todo = [(c, s) for i, (c, s) in enumerate(jobs) if i % n == k and (_net(c), s) not in done]
     print(f"standalone runs (shard {k}/{n}): {len(todo)} to go", file=sys.stderr)
     for c, seed in todo:
         base = zoo(REFERENCE) if c["arch"] is None else space.decode(parse_arch(space, c["arch"]))
@@ -162,7 +163,7 @@ def train(args, space, data, cands: list[dict], path: Path) -> None:
             w = csv.DictWriter(fh, fieldnames=FIELDS)
             if new:
                 w.writeheader()
-            w.writerow({"candidate": c["candidate"], "arch": c["arch"] or REFERENCE, "seed": seed, "steps": args.steps,
+            w.writerow({"candidate": c["candidate"], "arch": _net(c), "seed": seed, "steps": args.steps,
                         "test_accuracy": f"{test:.6f}", "val_accuracy": f"{res.val_accuracy:.6f}",
                         "seconds": f"{res.seconds:.1f}", "diverged": int(res.diverged)})
         print(f"{c['candidate']} seed {seed}: test {test:.4f}", file=sys.stderr)
@@ -181,6 +182,11 @@ def measure(space, cands: list[dict]) -> None:
         c["measured_ms"] = float(summary.loc[_label(c), "measured_ms"])
 
 
+def _net(c: dict) -> str:
+    """A candidate's net as the runs CSV names it (its arch code; the reference by name)."""
+    return c["arch"] or REFERENCE
+
+
 def _label(c: dict) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", c["candidate"])
 
@@ -189,7 +195,7 @@ def report(cands: list[dict], path: Path, prefix: Path) -> dict:
     rows = list(csv.DictReader(open(path, newline=""))) if path.exists() else []
     table = []
     for c in cands:
-        accs = [float(r["test_accuracy"]) for r in rows if r["arch"] == (c["arch"] or REFERENCE)
+        accs = [float(r["test_accuracy"]) for r in rows if r["arch"] == _net(c)
                 and math.isfinite(float(r["test_accuracy"]))]
         table.append({**c, "seeds": len(accs), "test_mean": statistics.mean(accs) if accs else None,
                       "test_std": statistics.stdev(accs) if len(accs) > 1 else None})
