@@ -76,7 +76,7 @@ class SupernetConfig:
     num_random: int = 2           # random nets per step besides the largest and smallest
     distill: bool = True          # in-place distillation from the largest net (sandwich)
     warmup_largest: float = 0.0   # TuNAS-style: random nets replaced by the largest early on
-    kernel_sharing: str = "nested"  # nested (centre crops of the largest kernel) or separate (TuNAS)
+    kernel_sharing: str = "nested"  # nested (centre crops of the largest kernel), transform (OFA) or separate (TuNAS)
     grad_clip: float | None = 5.0
     resolution: int = 32
     val_size: int | float = 10000
@@ -263,8 +263,9 @@ def _space_from_meta(meta: dict):
 
 # ---- training -------------------------------------------------------------------------------------
 def _optimizer(net: nn.Module, cfg: SupernetConfig) -> torch.optim.Optimizer:
-    decay = [p for p in net.parameters() if p.dim() > 1]
-    rest = [p for p in net.parameters() if p.dim() <= 1]
+    # kernel transforms start at identity: decay would pull them toward zero, not toward the crop
+    decay = [p for n, p in net.named_parameters() if p.dim() > 1 and ".transform_" not in n]
+    rest = [p for n, p in net.named_parameters() if p.dim() <= 1 or ".transform_" in n]
     return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
                             {"params": rest, "weight_decay": 0.0}],
                            lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)

@@ -53,8 +53,9 @@ def register(sub) -> None:
                    help="fraction of steps in which random nets are replaced by the largest net with a "
                         "probability falling from 1 to 0 (TuNAS warm-up; default 0)")
     t.add_argument("--kernel-sharing", choices=KERNEL_SHARING, default=d.kernel_sharing,
-                   help="nested: smaller kernels are the centre of the largest (once-for-all); separate: one "
-                        f"depthwise weight per kernel size (TuNAS) (default {d.kernel_sharing})")
+                   help="nested: smaller kernels are the centre of the largest; transform: that centre through "
+                        "a learned matrix per layer (once-for-all's kernel transform); separate: one depthwise "
+                        f"weight per kernel size (TuNAS) (default {d.kernel_sharing})")
     t.add_argument("--lr", type=_number("--lr"), default=d.lr, help=f"peak learning rate (default {d.lr})")
     t.add_argument("--batch-size", type=_int("--batch-size", 1), default=d.batch_size)
     t.add_argument("--val-size", type=_size("--val-size"), default=d.val_size,

@@ -3,7 +3,7 @@
 Each dynamic module holds the weights of the largest op it can be and runs, at any moment,
 as the op that its `active` settings describe: the first ``out`` output and ``in`` input
 channels, the centre ``kernel x kernel`` of the largest depthwise kernel (once-for-all's
-nested kernels, without its kernel transform), SE on or off, any nonlinearity. Slicing
+nested kernels, optionally through its kernel transform), SE on or off, any nonlinearity. Slicing
 keeps the parameter names of the static modules, so the weights of one active op are the
 state dict of the static op cut to its shapes (`slice_to`).
 
@@ -83,22 +83,46 @@ class DynamicConvBNAct(nn.Sequential):
     """conv -> BN -> act (children 0, 1 like `ConvBNAct`) at any smaller width and kernel.
 
     ``depthwise``: groups = channels, and ``cin`` follows ``cout``.
+
+    ``transform_kernels`` (depthwise only; once-for-all's kernel transform): a smaller kernel is
+    the centre of the next larger one passed through a learned (k*k x k*k) matrix shared by the
+    channels (``transform_5to3`` ...), identity at first, so a small kernel can differ from the
+    centre of a large one. Without it a small kernel is the plain centre crop.
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, depthwise: bool = False,
-                 nl: str = "relu", bn_eps: float = 1e-3, bn_momentum: float = 0.01) -> None:
+                 nl: str = "relu", bn_eps: float = 1e-3, bn_momentum: float = 0.01,
+                 transform_kernels: tuple[int, ...] = ()) -> None:
         conv = nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=cout if depthwise else 1, bias=False)
         super().__init__(conv, DynamicBN(cout, bn_eps, bn_momentum))
         self.depthwise = depthwise
         self.stride = stride
         self.state = ConvState(cin, cout, kernel, nl)
+        self.kernel_chain = sorted({kernel, *transform_kernels}, reverse=True) if transform_kernels else []
+        if transform_kernels and not depthwise:
+            raise ValueError("a kernel transform needs a depthwise conv")
+        for big, small in zip(self.kernel_chain, self.kernel_chain[1:]):
+            self.register_parameter(f"transform_{big}to{small}", nn.Parameter(torch.eye(small * small)))
+
+    def kernel_weight(self, k: int) -> torch.Tensor:
+        """The full-width weight of kernel ``k``: a centre crop, through the transforms if any."""
+        w = self[0].weight
+        if not self.kernel_chain:
+            return slice_to(w, (w.shape[0], w.shape[1], k, k), (2, 3))
+        for big, small in zip(self.kernel_chain, self.kernel_chain[1:]):
+            if big <= k:
+                break
+            w = slice_to(w, (w.shape[0], w.shape[1], small, small), (2, 3))
+            t = getattr(self, f"transform_{big}to{small}")
+            w = F.linear(w.reshape(-1, small * small), t).reshape(w.shape)
+        return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.state
         conv = self[0]
         k = s.kernel
         if self.depthwise:
-            w = slice_to(conv.weight, (s.cout, 1, k, k), (2, 3))
+            w = self.kernel_weight(k)[: s.cout]
             y = F.conv2d(x, w, None, self.stride, (k - 1) // 2, 1, s.cout)
         else:
             w = slice_to(conv.weight, (s.cout, x.shape[1], k, k), (2, 3))
@@ -155,12 +179,14 @@ class DynamicBlock(nn.Module):
                  se_gate: str, se_inner: str, bn_eps: float, bn_momentum: float, kernel_sharing: str = "nested") -> None:
         super().__init__()
         norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
-        if kernel_sharing == "nested":
-            depthwise: nn.Module = DynamicConvBNAct(exp, exp, max(kernels), stride, depthwise=True, **norm)
+        if kernel_sharing in ("nested", "transform"):
+            depthwise: nn.Module = DynamicConvBNAct(
+                exp, exp, max(kernels), stride, depthwise=True, **norm,
+                transform_kernels=tuple(kernels) if kernel_sharing == "transform" else ())
         elif kernel_sharing == "separate":
             depthwise = KernelChoice(exp, tuple(kernels), stride, **norm)
         else:
-            raise ValueError(f"kernel_sharing {kernel_sharing!r}: expected nested or separate")
+            raise ValueError(f"kernel_sharing {kernel_sharing!r}: expected nested, transform or separate")
         self.kernel_sharing = kernel_sharing
         self.block = nn.Sequential(
             DynamicConvBNAct(cin, exp, 1, **norm),
@@ -194,7 +220,7 @@ class DynamicBlock(nn.Module):
 
     def static_names(self) -> dict[str, str]:
         """Static block name prefix -> this block's name prefix, for the active layout."""
-        dw = "1." if self.kernel_sharing == "nested" else f"1.ops.k{self.block[1].state.kernel}."
+        dw = f"1.ops.k{self.block[1].state.kernel}." if self.kernel_sharing == "separate" else "1."
         order = (["0."] if self.expand else []) + [dw] + (["2."] if self.use_se else []) + ["3."]
         return {f"block.{i}.": f"block.{src}" for i, src in enumerate(order)}
 

@@ -27,9 +27,10 @@ from .spaces import SearchSpace
 from .spec import ArchSpec, make_divisible, mid_channels, se_channels
 
 
-# nested: a kernel is the centre of the largest (once-for-all, without its kernel transform);
+# nested: a kernel is the centre of the largest (once-for-all without its kernel transform);
+# transform: the centre through a learned matrix per layer and kernel step (once-for-all);
 # separate: one depthwise weight per kernel size (TuNAS)
-KERNEL_SHARING = ("nested", "separate")
+KERNEL_SHARING = ("nested", "transform", "separate")
 
 
 def largest_point(space: SearchSpace) -> dict[str, Any]:
@@ -93,6 +94,9 @@ class Supernet(nn.Module):
         classifier[first] = DynamicLinear(lin.in_features, lin.out_features)
         self.classifier = classifier
         init_weights(self)
+        # depthwise weights that a subnet takes through kernel transforms, not by slicing
+        self._transformed = {f"{name}.0.weight": m for name, m in self.named_modules()
+                             if isinstance(m, DynamicConvBNAct) and m.kernel_chain}
         self.n_prefix = n_prefix
         self.active: dict[str, Any] | None = None
         self._active_rows: list[int] = []
@@ -180,6 +184,8 @@ class Supernet(nn.Module):
                         break
                 src = f"features.{sup_i}.{rest}"
             t = mine[src]
+            if src in self._transformed:
+                t = self._transformed[src].kernel_weight(shape[-1]).detach()
             spatial = (2, 3) if t.dim() == 4 else ()
             out[key] = slice_to(t, tuple(shape), spatial).clone() if t.dim() else t.clone()
         return out

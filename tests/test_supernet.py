@@ -51,10 +51,14 @@ def _perturb_bn(net: torch.nn.Module, seed: int = 0) -> None:
     for m in net.modules():  # a classifier of meaningful scale, so a wrong slice shows
         if isinstance(m, torch.nn.Linear):
             m.weight.data.normal_(0, 0.5, generator=g)
+    for name, p in net.named_parameters():  # kernel transforms away from identity (= plain crops)
+        if ".transform_" in name:
+            p.data.add_(torch.randn(p.shape, generator=g) * 0.3)
 
 
 @pytest.mark.parametrize("space_name,sharing", [("small", "nested"), ("large-nl", "nested"), ("mnasnet", "nested"),
-                                                ("small", "separate"), ("mnasnet", "separate")])
+                                                ("small", "separate"), ("mnasnet", "separate"),
+                                                ("small", "transform"), ("mnasnet", "transform")])
 def test_extracted_subnet_is_the_static_build_with_the_slice(space_name, sharing, tmp_path):
     if space_name == "mnasnet":
         path = tmp_path / "mnas.json"
@@ -360,6 +364,27 @@ def test_separate_kernels_do_not_share_depthwise_weights():
     assert not torch.equal(w3, w5[:, :, 1:4, 1:4])
     with pytest.raises(UserError):
         Supernet(space, 1, 10, 32, kernel_sharing="bogus")
+
+
+def test_kernel_transform_starts_as_the_crop_and_learns_apart_from_it():
+    space = get_space("small")
+    crop, tr = Supernet(space, 1, 10, 32), Supernet(space, 1, 10, 32, kernel_sharing="transform")
+    tr.load_state_dict(crop.state_dict(), strict=False)
+    p3 = {**largest_point(space), "s1_kernel": 3}
+    key = "features.1.block.1.0.weight"
+    # identity at first: the 3x3 is the centre of the 5x5, as with plain nesting
+    torch.testing.assert_close(tr.extract(p3)[1].state_dict()[key], crop.extract(p3)[1].state_dict()[key])
+    transforms = [n for n, _ in tr.named_parameters() if ".transform_" in n]
+    assert transforms and all(n.endswith("transform_5to3") for n in transforms)
+    # a gradient through the 3x3 reaches the matrix
+    tr.activate(p3)
+    tr(torch.randn(2, 1, 32, 32)).sum().backward()
+    assert tr.features[1].block[1].transform_5to3.grad.abs().sum() > 0
+    # not decayed toward zero by the trainer's optimizer (it would undo the identity start)
+    from nas.supernet import SupernetConfig, _optimizer
+    opt = _optimizer(tr, SupernetConfig(kernel_sharing="transform"))
+    no_decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert id(tr.features[1].block[1].transform_5to3) in no_decay
 
 
 def test_ctrl_c_saves_the_last_finished_step(tiny, tiny_supernet, tmp_path, monkeypatch):
