@@ -18,7 +18,9 @@ For every net:
   ``--supernet DIR`` (repeatable: one column per design).
 
 Reported: Kendall tau and Spearman of each score against the truth, the truth's own
-seed-to-seed tau, top-10% overlap, seconds per net of each evaluator. Every run is appended
+seed-to-seed tau, top-10% overlap, seconds per net of each evaluator, each score's tau
+against the nets' MAdds (does it rank by size?), and the ceiling: the tau a perfect ranker
+would reach against this truth, given the seed noise the truth runs show (`truth_ceiling`). Every run is appended
 to the CSV as it finishes; running the same command again continues where it stopped.
 
     python experiments/supernet_fidelity.py --phase standalone        # truth + proxy (hours)
@@ -178,6 +180,34 @@ def _top_overlap(a: list[float], b: list[float], frac: float = 0.1) -> float:
     return len(top(a) & top(b)) / k
 
 
+def truth_ceiling(pivot, sims: int = 4000, seed: int = 0) -> dict:
+    """Expected tau (and 95% range) of a perfect ranker against the mean of the truth's seeds.
+
+    Model: a net's run = its true accuracy + Gaussian seed noise. The noise variance comes
+    from the spread between a net's seeds, the true accuracies' variance from what remains
+    of the variance of the nets' means (method of moments); then both are simulated. No
+    score can be expected to rank better than the true accuracies themselves, so a target
+    above this ceiling asks for more truth seeds, not a better evaluator.
+    """
+    import numpy as np
+    from scipy.stats import kendalltau, spearmanr
+
+    runs = pivot.dropna().to_numpy()
+    n, k = runs.shape
+    noise_var = float(runs.var(axis=1, ddof=1).mean())
+    true_var = max(float(runs.mean(axis=1).var(ddof=1)) - noise_var / k, 0.0)
+    rng = np.random.default_rng(seed)
+    taus, rhos = [], []
+    for _ in range(sims):
+        true = rng.normal(0.0, true_var ** 0.5, n)
+        measured = true + rng.normal(0.0, (noise_var / k) ** 0.5, n)
+        taus.append(kendalltau(true, measured).statistic)
+        rhos.append(spearmanr(true, measured).statistic)
+    return {"kendall_tau": float(np.mean(taus)), "tau_low": float(np.percentile(taus, 2.5)),
+            "tau_high": float(np.percentile(taus, 97.5)), "spearman": float(np.mean(rhos)),
+            "seed_noise_sd": noise_var ** 0.5, "true_sd": true_var ** 0.5, "nets": n, "seeds": k}
+
+
 def report(args, space, nets, log: RunLog, prefix: Path) -> dict:
     import pandas as pd
 
@@ -206,14 +236,27 @@ def report(args, space, nets, log: RunLog, prefix: Path) -> dict:
         cost[f"supernet:{tag}"] = g.seconds.median()
     for name, s in scores.items():
         table[name] = s.reindex(complete)
+    from search_space import count_madds
+
+    madds = pd.Series({lab: count_madds(space.decode(p)) for lab, p in nets}).reindex(complete)
+    table["madds"] = madds
+
+    def size_tau(values) -> float:
+        return _rank_stats(list(values), list(madds.reindex(values.index)))[0]
+
     rows = []
+    ceiling = None
     # the truth's own noise: tau between seed 0 and seed 1 of the long runs
     pivot = truth_runs.pivot_table(index="net", columns="seed", values="val_accuracy").reindex(complete)
     if pivot.shape[1] >= 2 and len(pivot) >= 3:
         tau, rho = _rank_stats(list(pivot[0]), list(pivot[1]))
         rows.append({"score": "truth seed 0 vs seed 1", "nets": len(pivot), "kendall_tau": tau, "spearman": rho,
                      "top10_overlap": _top_overlap(list(pivot[0]), list(pivot[1])),
-                     "seconds_per_net": cost["truth (1 seed)"]})
+                     "seconds_per_net": cost["truth (1 seed)"], "madds_tau": size_tau(table.truth.dropna())})
+        ceiling = truth_ceiling(pivot)
+        rows.append({"score": "ceiling: a perfect ranker vs truth (seed-noise model)", "nets": ceiling["nets"],
+                     "kendall_tau": ceiling["kendall_tau"], "spearman": ceiling["spearman"],
+                     "top10_overlap": float("nan"), "seconds_per_net": float("nan"), "madds_tau": float("nan")})
     for name in scores:
         sub = table[["truth", name]].dropna()
         if len(sub) < 3:
@@ -221,14 +264,14 @@ def report(args, space, nets, log: RunLog, prefix: Path) -> dict:
         tau, rho = _rank_stats(list(sub[name]), list(sub.truth))
         rows.append({"score": f"{name} vs truth", "nets": len(sub), "kendall_tau": tau, "spearman": rho,
                      "top10_overlap": _top_overlap(list(sub[name]), list(sub.truth)),
-                     "seconds_per_net": cost[name]})
+                     "seconds_per_net": cost[name], "madds_tau": size_tau(sub[name])})
     summary = pd.DataFrame(rows)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(str(prefix) + "_nets.csv")
     summary.to_csv(str(prefix) + ".csv", index=False)
     meta = {"space": space.name, "nets": len(nets), "complete_nets": len(complete),
             "truth_steps": args.truth_steps, "truth_seeds": args.truth_seeds, "resolution": args.resolution,
-            "machine": _machine(), "rows": rows}
+            "machine": _machine(), "ceiling": ceiling, "rows": rows}
     (Path(str(prefix) + ".json")).write_text(json.dumps(meta, indent=1) + "\n")
     with pd.option_context("display.width", 160, "display.float_format", "{:.3f}".format):
         print(summary.to_string(index=False))
@@ -242,7 +285,7 @@ def _plot(table, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = [c for c in table.columns if c != "truth"]
+    cols = [c for c in table.columns if c not in ("truth", "madds")]
     if not cols or table.empty:
         return
     fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 4), squeeze=False)
