@@ -481,9 +481,12 @@ def plot(path: Path, runs, meta) -> None:
         xs = range(1, n + 1)
         mean = [statistics.mean(cv[i] for cv in curves) for i in range(n)]
         ax.plot(xs, mean, color=colors.get(c), lw=2.2, label=f"{c} (mean of {len(curves)} seeds)")
-        if len(curves) > 1:  # 95% band of the mean (t-free: 1.96 standard errors)
+        if len(curves) > 1:  # 95% band of the mean: Student's t, as 3-5 seeds are far from a normal 1.96
+            from scipy.stats import t as student_t
+
+            q = float(student_t.ppf(0.975, len(curves) - 1))
             se = [statistics.stdev(cv[i] for cv in curves) / math.sqrt(len(curves)) for i in range(n)]
-            ax.fill_between(xs, [m - 1.96 * e for m, e in zip(mean, se)], [m + 1.96 * e for m, e in zip(mean, se)],
+            ax.fill_between(xs, [m - q * e for m, e in zip(mean, se)], [m + q * e for m, e in zip(mean, se)],
                             color=colors.get(c), alpha=0.15, lw=0)
         else:
             ax.plot(xs, curves[0][:n], color=colors.get(c), alpha=0.25, lw=1)
