@@ -208,6 +208,25 @@ def truth_ceiling(pivot, sims: int = 4000, seed: int = 0) -> dict:
             "seed_noise_sd": noise_var ** 0.5, "true_sd": true_var ** 0.5, "nets": n, "seeds": k}
 
 
+def choice_effects(space, nets, table):
+    """Kendall tau of each choice of the space (as its index among the choice's values) against
+    the truth and every score: which choices each evaluator rewards, and where they disagree."""
+    import pandas as pd
+
+    points = dict(nets)
+    choices = space.choices()
+    rows = {}
+    for name, values in choices.items():
+        if len(values) < 2:
+            continue
+        col = pd.Series({lab: list(values).index(points[lab][name]) for lab in table.index})
+        if col.nunique() < 2:
+            continue
+        rows[name] = {score: _rank_stats(list(col), list(table[score]))[0]
+                      for score in table.columns if score != "madds" and table[score].notna().all()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def report(args, space, nets, log: RunLog, prefix: Path) -> dict:
     import pandas as pd
 
@@ -268,6 +287,8 @@ def report(args, space, nets, log: RunLog, prefix: Path) -> dict:
     summary = pd.DataFrame(rows)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(str(prefix) + "_nets.csv")
+    effects = choice_effects(space, nets, table.dropna())
+    effects.to_csv(str(prefix) + "_choices.csv")
     summary.to_csv(str(prefix) + ".csv", index=False)
     meta = {"space": space.name, "nets": len(nets), "complete_nets": len(complete),
             "truth_steps": args.truth_steps, "truth_seeds": args.truth_seeds, "resolution": args.resolution,
@@ -275,6 +296,10 @@ def report(args, space, nets, log: RunLog, prefix: Path) -> dict:
     (Path(str(prefix) + ".json")).write_text(json.dumps(meta, indent=1) + "\n")
     with pd.option_context("display.width", 160, "display.float_format", "{:.3f}".format):
         print(summary.to_string(index=False))
+        if not effects.empty:
+            print("\nchoices each score rewards (Kendall tau of the choice's index vs the score), "
+                  "by the truth's strength:")
+            print(effects.reindex(effects.truth.abs().sort_values(ascending=False).index).head(8).to_string())
     _plot(table, Path(str(prefix) + ".png"))
     return meta
 
