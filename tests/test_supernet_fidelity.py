@@ -27,3 +27,20 @@ def test_ceiling_falls_as_seed_noise_grows_and_recovers_the_noise():
 def test_pure_noise_truth_has_no_ceiling_to_speak_of():
     c = truth_ceiling(_runs(0.0, 0.004), sims=300)
     assert c["true_sd"] < 0.002 and abs(c["kendall_tau"]) < 0.35
+
+
+def test_choice_effects_find_the_choice_a_score_follows():
+    import random
+
+    from experiments.supernet_fidelity import choice_effects
+    from search_space import get_space
+
+    space = get_space("small")
+    rng = random.Random(0)
+    nets = [(f"n{i}", space.sample_params(rng)) for i in range(30)]
+    k = {lab: p["s1_kernel"] for lab, p in nets}
+    table = pd.DataFrame({"truth": {lab: -k[lab] + 0.01 * i for i, (lab, _) in enumerate(nets)},
+                          "score": {lab: k[lab] + 0.01 * i for i, (lab, _) in enumerate(nets)}})
+    effects = choice_effects(space, nets, table)
+    assert effects.loc["s1_kernel", "truth"] < -0.6 < 0.6 < effects.loc["s1_kernel", "score"]
+    assert effects.drop("s1_kernel").abs().max().max() < 0.6
