@@ -504,3 +504,17 @@ def test_device_selection():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_throughput_benchmark_scores_every_net_with_each_worker_count(tiny, tiny_supernet, tmp_path):
+    from experiments.supernet_throughput import main as throughput
+
+    out = tmp_path / "tp"
+    assert throughput(["--supernet", str(tiny_supernet), "--data", str(tiny["data"]), "--nets", "4",
+                       "--workers", "1,2", "--out", str(out)]) == 0
+    rows = json.loads(Path(str(out) + ".json").read_text())["rows"]
+    assert [r["workers"] for r in rows] == [1, 2] and all(r["nets"] == 4 for r in rows)
+    assert all(r["nets_per_hour"] > 0 and len(r["per_net_s"]) == 4 for r in rows)
+    assert Path(str(out) + ".png").stat().st_size > 1000
+    assert throughput(["--supernet", str(tmp_path / "none")]) == 2
+    assert throughput(["--supernet", str(tiny_supernet), "--workers", "two"]) == 2
