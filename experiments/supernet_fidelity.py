@@ -20,7 +20,8 @@ For every net:
 Reported: Kendall tau and Spearman of each score against the truth, the truth's own
 seed-to-seed tau, top-10% overlap, seconds per net of each evaluator, each score's tau
 against the nets' MAdds (does it rank by size?), and the ceiling: the tau a perfect ranker
-would reach against this truth, given the seed noise the truth runs show (`truth_ceiling`). Every run is appended
+would reach against this truth, given the seed noise the truth runs show (`truth_ceiling`),
+and which choices of the space each score rewards (`choice_effects`). Every run is appended
 to the CSV as it finishes; running the same command again continues where it stopped.
 
     python experiments/supernet_fidelity.py --phase standalone        # truth + proxy (hours)
@@ -222,8 +223,12 @@ def choice_effects(space, nets, table):
         col = pd.Series({lab: list(values).index(points[lab][name]) for lab in table.index})
         if col.nunique() < 2:
             continue
-        rows[name] = {score: _rank_stats(list(col), list(table[score]))[0]
-                      for score in table.columns if score != "madds" and table[score].notna().all()}
+        row = {}
+        for score in table.columns:
+            sub = table[score].dropna()  # each score over the nets it has
+            if score != "madds" and len(sub) >= 3:
+                row[score] = _rank_stats(list(col.reindex(sub.index)), list(sub))[0]
+        rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -275,7 +280,7 @@ def report(args, space, nets, log: RunLog, prefix: Path) -> dict:
         ceiling = truth_ceiling(pivot)
         rows.append({"score": "ceiling: a perfect ranker vs truth (seed-noise model)", "nets": ceiling["nets"],
                      "kendall_tau": ceiling["kendall_tau"], "spearman": ceiling["spearman"],
-                     "top10_overlap": float("nan"), "seconds_per_net": float("nan"), "madds_tau": float("nan")})
+                     "top10_overlap": None, "seconds_per_net": None, "madds_tau": None})
     for name in scores:
         sub = table[["truth", name]].dropna()
         if len(sub) < 3:
@@ -287,7 +292,7 @@ def report(args, space, nets, log: RunLog, prefix: Path) -> dict:
     summary = pd.DataFrame(rows)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(str(prefix) + "_nets.csv")
-    effects = choice_effects(space, nets, table.dropna())
+    effects = choice_effects(space, nets, table)
     effects.to_csv(str(prefix) + "_choices.csv")
     summary.to_csv(str(prefix) + ".csv", index=False)
     meta = {"space": space.name, "nets": len(nets), "complete_nets": len(complete),
