@@ -46,10 +46,7 @@ def _worker(rank: int, folder: str, data_path, points: list[dict], barrier, queu
     queue.put((rank, time.time(), seconds))
 
 
-def measure(folder: str, data_path, nets: int, workers: int, seed: int) -> dict:
-    from nas.supernet import _space_from_meta, load_checkpoint
-
-    space = _space_from_meta(load_checkpoint(folder)["meta"])
+def measure(folder: str, space, data_path, nets: int, workers: int, seed: int) -> dict:
     rng = random.Random(f"throughput:{seed}")
     points = [space.sample_params(rng) for _ in range(nets)]
     shares = [points[i::workers] for i in range(workers)]
@@ -80,11 +77,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS / "supernet_throughput"), help="output prefix")
     args = p.parse_args(argv)
-    from nas.supernet import load_checkpoint
+    from nas.supernet import _space_from_meta, load_checkpoint
     from search_space import UserError
 
     try:
-        load_checkpoint(args.supernet)
+        space = _space_from_meta(load_checkpoint(args.supernet)["meta"])
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -99,7 +96,7 @@ def main(argv=None) -> int:
         return 2
     rows = []
     for w in counts:
-        r = measure(args.supernet, args.data, args.nets, w, args.seed)
+        r = measure(args.supernet, space, args.data, args.nets, w, args.seed)
         rows.append(r)
         print(f"{w} worker(s): {r['nets']} nets in {r['wall_s']:.1f} s = {r['nets_per_hour']:.0f} nets/h; "
               f"{r['median_s']:.2f} s a net (p10-p90 {r['p10_s']:.2f}-{r['p90_s']:.2f})", flush=True)

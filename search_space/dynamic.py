@@ -104,9 +104,10 @@ class DynamicConvBNAct(nn.Sequential):
         for big, small in zip(self.kernel_chain, self.kernel_chain[1:]):
             self.register_parameter(f"transform_{big}to{small}", nn.Parameter(torch.eye(small * small)))
 
-    def kernel_weight(self, k: int) -> torch.Tensor:
-        """The full-width weight of kernel ``k``: a centre crop, through the transforms if any."""
-        w = self[0].weight
+    def kernel_weight(self, k: int, channels: int) -> torch.Tensor:
+        """The first ``channels`` of kernel ``k``: a centre crop, through the transforms if any
+        (a transform is shared by the channels, so slicing them first saves its work)."""
+        w = self[0].weight[:channels]
         if not self.kernel_chain:
             return slice_to(w, (w.shape[0], w.shape[1], k, k), (2, 3))
         for big, small in zip(self.kernel_chain, self.kernel_chain[1:]):
@@ -122,7 +123,7 @@ class DynamicConvBNAct(nn.Sequential):
         conv = self[0]
         k = s.kernel
         if self.depthwise:
-            w = self.kernel_weight(k)[: s.cout]
+            w = self.kernel_weight(k, s.cout)
             y = F.conv2d(x, w, None, self.stride, (k - 1) // 2, 1, s.cout)
         else:
             w = slice_to(conv.weight, (s.cout, x.shape[1], k, k), (2, 3))

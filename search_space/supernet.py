@@ -185,7 +185,7 @@ class Supernet(nn.Module):
                 src = f"features.{sup_i}.{rest}"
             t = mine[src]
             if src in self._transformed:
-                t = self._transformed[src].kernel_weight(shape[-1]).detach()
+                t = self._transformed[src].kernel_weight(shape[-1], shape[0]).detach()
             spatial = (2, 3) if t.dim() == 4 else ()
             out[key] = slice_to(t, tuple(shape), spatial).clone() if t.dim() else t.clone()
         return out
