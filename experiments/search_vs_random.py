@@ -44,11 +44,13 @@ def _fail(msg: str):
     raise SystemExit(2)
 
 
-def controller_candidates(benchmarks: list[tuple[str, dict]], key=lambda arch: arch) -> tuple[list[dict], float]:
-    """Each controller's best net over its runs, per benchmark (one per reward), and their common target.
+def controller_candidates(benchmarks: list[tuple[str, dict]], key=lambda arch: arch,
+                          per_run: bool = False) -> tuple[list[dict], float]:
+    """Each controller's best net over its runs, per benchmark (one per reward), and their common target;
+    with ``per_run``, every run's best (one net per controller and seed: a spread, not one draw).
 
-    A net two controllers both found is one candidate named for both (it is trained once); ``key``
-    says which arch codes are the same net (two codes of a space can decode to one net)."""
+    A net two controllers (or runs) both found is one candidate named for both (it is trained once);
+    ``key`` says which arch codes are the same net (two codes of a space can decode to one net)."""
     out: dict[str, dict] = {}  # by key: each net once
     target = None
     for b, bench in benchmarks:
@@ -63,15 +65,17 @@ def controller_candidates(benchmarks: list[tuple[str, dict]], key=lambda arch: a
             runs = [r for r in bench["runs"] if r["controller"] == c and r.get("best_arch")]
             if not runs:
                 continue
-            best = max(runs, key=lambda r: r["best_reward"])
-            twin = out.get(key(best["best_arch"]))
-            if twin:
-                twin["candidate"] += f",{c}{tag}"
-                twin["from"] += f", {best['run']}"
-                continue
-            out[key(best["best_arch"])] = {"candidate": f"search:{c}{tag}", "arch": best["best_arch"],
-                                           "supernet_score": best["best_accuracy"], "reward": best["best_reward"],
-                                           "from": best["run"]}
+            for best in (sorted(runs, key=lambda r: r["run"]) if per_run
+                         else [max(runs, key=lambda r: r["best_reward"])]):
+                name = best["run"] if per_run else f"{c}{tag}"
+                twin = out.get(key(best["best_arch"]))
+                if twin:
+                    twin["candidate"] += f",{name}"
+                    twin["from"] += f", {best['run']}"
+                    continue
+                out[key(best["best_arch"])] = {"candidate": f"search:{name}", "arch": best["best_arch"],
+                                               "supernet_score": best["best_accuracy"],
+                                               "reward": best["best_reward"], "from": best["run"]}
     return list(out.values()), target
 
 
@@ -94,33 +98,29 @@ def pick(args, space, data, latency) -> list[dict]:
 
     names = args.benchmark.split(",")
     benches = [json.loads(Path(b).read_text()) for b in names]
-    out, target = controller_candidates(list(zip(names, benches)), key=lambda a: same_net_key(space, a))
+    out, target = controller_candidates(list(zip(names, benches)), key=lambda a: same_net_key(space, a),
+                                        per_run=args.per_run)
     meta = benches[0]["meta"]
     cache = EvalCache(Path(args.cache))
     sn = SupernetEvaluator.open(meta["supernet"], data, space=space)
     evaluate = cached_supernet_evaluator(cache, sn)
-    rng = random.Random(f"latency-matched:{args.seed}")
-    n, tries, best = max(int(b["meta"]["trials"]) for b in benches), 0, None
+    n = max(int(b["meta"]["trials"]) for b in benches)
     from rich.progress import Progress
 
-    with Progress() as bar:
-        task = bar.add_task("latency-matched random search", total=n)
-        found = 0
-        while found < n and tries < 200 * n:
-            tries += 1
-            params = space.sample_params(rng)
-            spec = space.decode(params, resolution=sn.resolution, in_channels=data.in_channels,
-                                num_classes=data.num_classes)
-            ms = latency(space.decode(params))
-            if abs(ms / target - 1) > args.band:
-                continue
-            found += 1
-            acc = evaluate(spec).accuracy
-            if math.isfinite(acc) and (best is None or acc > best["supernet_score"]):
-                best = {"candidate": "random (latency-matched)", "arch": space.code(params), "supernet_score": acc}
-            bar.advance(task)
-    if best:
+    seen = {same_net_key(space, c["arch"]): c for c in out}
+    for seed in args.matched_seeds:
+        # seed 0 is named as before this option existed: its trained runs stay its own
+        name = "random (latency-matched)" + ("" if seed == 0 else f" s{seed}")
+        best, found, tries = _latency_matched_best(space, data, sn, evaluate, latency, target, args.band, n,
+                                                    random.Random(f"latency-matched:{seed}"), Progress, name)
+        if best is None:
+            continue
         best["from"] = f"best of {found} nets within {args.band:.0%} of {target:.3f} ms ({tries} drawn)"
+        twin = seen.get(same_net_key(space, best["arch"]))
+        if twin:  # random search drew a net a controller found: one candidate, both names
+            twin["candidate"] += f",{name}"
+            continue
+        seen[same_net_key(space, best["arch"])] = best
         out.append(best)
     out.append({"candidate": REFERENCE, "arch": None, "supernet_score": None, "from": "zoo"})
     for c in out:
@@ -128,6 +128,27 @@ def pick(args, space, data, latency) -> list[dict]:
         c["table_ms"] = latency(spec)
         c["target_ms"] = target
     return out
+
+
+def _latency_matched_best(space, data, sn, evaluate, latency, target, band, n, rng, progress, name):
+    """Random search restricted to nets within ``band`` of the target: the best supernet score of ``n``."""
+    tries, found, best = 0, 0, None
+    with progress() as bar:
+        task = bar.add_task(name, total=n)
+        while found < n and tries < 200 * n:
+            tries += 1
+            params = space.sample_params(rng)
+            ms = latency(space.decode(params))
+            if abs(ms / target - 1) > band:
+                continue
+            found += 1
+            spec = space.decode(params, resolution=sn.resolution, in_channels=data.in_channels,
+                                num_classes=data.num_classes)
+            acc = evaluate(spec).accuracy
+            if math.isfinite(acc) and (best is None or acc > best["supernet_score"]):
+                best = {"candidate": name, "arch": space.code(params), "supernet_score": acc}
+            bar.advance(task)
+    return best, found, tries
 
 
 def train(args, space, data, cands: list[dict], path: Path) -> None:
@@ -191,6 +212,39 @@ def _label(c: dict) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", c["candidate"])
 
 
+GROUPS = ("searched (soft reward)", "searched (abs reward)", "random search (soft reward)",
+          "latency-matched random search", "MobileNetV3-Small")
+
+
+def group_of(name: str) -> str:
+    """Which kind of search a candidate name (one of its comma-separated names) comes from."""
+    if name == REFERENCE:
+        return GROUPS[4]
+    if name.startswith("random (latency-matched"):
+        return GROUPS[3]
+    run = name.removeprefix("search:")
+    controller = re.sub(r"-s\d+$", "", run)
+    if controller.endswith("-abs") or "-abs-" in run:
+        return GROUPS[1]
+    return GROUPS[2] if controller == "random" else GROUPS[0]
+
+
+def group_summary(table: list[dict]) -> list[dict]:
+    """Each kind of search's nets (a net found by two kinds counts in both): the spread of their
+    trained accuracies is what a single best net cannot show."""
+    out = []
+    for g in GROUPS:
+        nets = [t for t in table if t.get("test_mean") is not None
+                and g in {group_of(n) for n in t["candidate"].split(",")}]
+        if not nets:
+            continue
+        means = [t["test_mean"] for t in nets]
+        out.append({"group": g, "nets": len(nets), "mean": statistics.mean(means),
+                    "std": statistics.stdev(means) if len(means) > 1 else 0.0, "best": max(means),
+                    "table_ms": statistics.median(t["table_ms"] for t in nets)})
+    return out
+
+
 def report(cands: list[dict], path: Path, prefix: Path) -> dict:
     rows = list(csv.DictReader(open(path, newline=""))) if path.exists() else []
     table = []
@@ -210,21 +264,33 @@ def report(cands: list[dict], path: Path, prefix: Path) -> dict:
                      + f" | {'-' if gap is None else format(gap, '+.2f') + ' pt'} | {t['table_ms']:.3f} | "
                      + (f"{t['measured_ms']:.3f}" if t.get("measured_ms") else "-") + " | "
                      + (f"{100 * t['supernet_score']:.2f}" if t.get("supernet_score") else "-") + " |")
+    groups = group_summary(table)
+    if any(g["nets"] > 1 for g in groups):
+        lines += ["", "| group | nets | test accuracy over the nets (mean ± std of their means) | best net | "
+                  "table ms (median) |", "|---|---|---|---|---|"]
+        for g in groups:
+            lines.append(f"| {g['group']} | {g['nets']} | {100 * g['mean']:.2f} ± {100 * g['std']:.2f} | "
+                         f"{100 * g['best']:.2f} | {g['table_ms']:.3f} |")
     text = "\n".join(lines)
     print(text)
     prefix.with_suffix(".md").write_text(text + "\n")
-    prefix.with_suffix(".json").write_text(json.dumps({"candidates": table}, indent=1, default=str) + "\n")
+    prefix.with_suffix(".json").write_text(json.dumps({"candidates": table, "groups": groups}, indent=1,
+                                                      default=str) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    labelled = set()
     for t in table:
         if t["test_mean"] is None:
             continue
+        g = group_of(t["candidate"].split(",")[0])
         ax.errorbar(t.get("measured_ms") or t["table_ms"], 100 * t["test_mean"], yerr=100 * (t["test_std"] or 0),
-                    fmt="o", capsize=3, label=t["candidate"])
+                    fmt="osD^*"[GROUPS.index(g)], color=f"C{GROUPS.index(g)}", capsize=3,
+                    label=None if g in labelled else g)
+        labelled.add(g)
     ax.set_xlabel("latency (ms; measured where timed, else table)")
     ax.set_ylabel("test accuracy, trained from scratch (%)")
     ax.grid(alpha=0.3)
@@ -232,6 +298,16 @@ def report(cands: list[dict], path: Path, prefix: Path) -> dict:
     fig.tight_layout()
     fig.savefig(prefix.with_suffix(".png"), dpi=120)
     return {"candidates": table}
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be distinct and >= 0: {text!r}")
+    return seeds
 
 
 def main(argv=None) -> int:
@@ -245,10 +321,13 @@ def main(argv=None) -> int:
     p.add_argument("--phase", choices=("pick", "train", "measure", "report", "all"), default="all")
     p.add_argument("--space", default="small")
     p.add_argument("--steps", type=int, default=900)
-    p.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1, 2])
+    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="training seeds of each candidate")
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--band", type=float, default=0.02, help="latency match of the random nets (fraction)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--matched-seeds", type=_seeds, default=[0],
+                   help="latency-matched random search: one search (and its best net) per seed")
+    p.add_argument("--per-run", action="store_true",
+                   help="every run's best net (controller x seed), not only each controller's best")
     p.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N")
     p.add_argument("--candidates", default=None, help="candidates file (default: OUT_candidates.json)")
     p.add_argument("--only", default=None, help="train: these candidates only (comma-separated names)")

@@ -50,3 +50,30 @@ def test_two_codes_of_one_net_are_one_candidate():
     soft = _bench("mnas", 2.0, [_run("tpe", 0, a, 0.99), _run("evolution", 0, b, 0.99), _run("random", 0, c, 0.9)])
     cands, _ = controller_candidates([("soft.json", soft)], key=lambda x: same_net_key(space, x))
     assert [x["candidate"] for x in cands] == ["search:evolution,tpe", "search:random"]
+
+
+def test_per_run_takes_every_runs_best():
+    soft = _bench("mnas", 2.0, [_run("tpe", 0, "A", 0.99), _run("tpe", 1, "B", 0.95),
+                                _run("evolution", 0, "A", 0.99), _run("random", 0, "C", 0.94)])
+    cands, _ = controller_candidates([("soft.json", soft)], per_run=True)
+    by_arch = {c["arch"]: c["candidate"] for c in cands}
+    assert by_arch == {"A": "search:evolution-s0,tpe-s0", "B": "search:tpe-s1", "C": "search:random-s0"}
+
+
+def test_groups_split_searched_random_and_reference():
+    from experiments.search_vs_random import group_of, group_summary
+
+    assert group_of("search:tpe-s0") == group_of("evolution") == "searched (soft reward)"
+    assert group_of("search:evolution-abs-s0") == group_of("search:tpe-abs") == "searched (abs reward)"
+    assert group_of("search:random-s2") == "random search (soft reward)"
+    assert group_of("random (latency-matched) s1") == "latency-matched random search"
+    table = [{"candidate": "search:tpe-s0,random (latency-matched) s1", "test_mean": 0.90, "table_ms": 1.0},
+             {"candidate": "search:rl-s1", "test_mean": 0.88, "table_ms": 2.0},
+             {"candidate": "random (latency-matched)", "test_mean": 0.89, "table_ms": 2.0},
+             {"candidate": "mnv3-small", "test_mean": 0.87, "table_ms": 2.0},
+             {"candidate": "search:nsga2-s0", "test_mean": None, "table_ms": 1.0}]  # not trained yet
+    g = {x["group"]: x for x in group_summary(table)}
+    assert g["searched (soft reward)"]["nets"] == 2 and g["searched (soft reward)"]["best"] == 0.90
+    assert abs(g["searched (soft reward)"]["mean"] - 0.89) < 1e-12
+    assert g["latency-matched random search"]["nets"] == 2  # the shared net counts in both
+    assert g["MobileNetV3-Small"]["std"] == 0.0 and "random search (soft reward)" not in g
