@@ -9,8 +9,8 @@ the output folder) and a net is trained once.
 Reported per run: best reward, the best net's accuracy and latency, trials needed to reach
 95% of the best reward found by any run (the raw criterion) and to close 95% of the gap
 between a random net's median reward and that best (raw 95% is reached at once when rewards
-sit in a narrow band), and whether the run found a net that beats MobileNetV3-Small (same
-proxy, same table) at equal or lower latency. With ``--confirm-seeds K`` the nets that beat
+sit in a narrow band), and whether the run found a net that beats the ``--target-like`` net
+(MobileNetV3-Small by default; same proxy, same table) at equal or lower latency. With ``--confirm-seeds K`` the nets that beat
 it, and MobileNetV3-Small itself, are trained again with K other proxy seeds, and the
 verdict is taken on the mean (the proxy's seed-to-seed noise is of the order of the gaps).
 
@@ -204,7 +204,7 @@ def parse_args(argv=None):
     p.add_argument("--val-size", type=float, default=1000)
     p.add_argument("--bn-recalib", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--confirm-seeds", type=int, default=2, help="extra proxy seeds to confirm 'beats MobileNetV3-Small'")
+    p.add_argument("--confirm-seeds", type=int, default=2, help="extra proxy seeds to confirm 'beats the --target-like net'")
     p.add_argument("--table", default=None, help="latency table (default: this machine's, built if missing)")
     p.add_argument("--data", default=None)
     p.add_argument("--out", default=str(RESULTS / "controllers"), help="per-run studies and the evaluation cache")
@@ -245,7 +245,7 @@ def run(args) -> int:
 
     space = load_space(args.space)
     table_path = Path(args.table) if args.table else default_table_path()
-    table = ensure_table(table_path, space, extra_specs=[zoo(REFERENCE), zoo(args.target_like)],
+    table = ensure_table(table_path, space, extra_specs=[zoo(args.target_like)],
                          progress=not args.no_progress)
     latency = TableLatency(table)
     data = load_dataset(args.data)
@@ -280,7 +280,7 @@ def run(args) -> int:
                                w=args.w if args.reward == "mnas" else None,
                                trials=args.trials, out=out / "runs" / name, seed=seed, table=str(table_path),
                                reward=args.reward, **({"beta": args.beta} if args.beta is not None else {}),
-                               proxy=overrides, enqueue_known=False, zoo_reference=(REFERENCE,),
+                               proxy=overrides, enqueue_known=False, zoo_reference=(args.target_like,),
                                progress=not args.no_progress, plots=False)
             t0 = time.time()
             misses0 = cache.misses
@@ -293,8 +293,8 @@ def run(args) -> int:
             rewards = [t.user_attrs.get("reward") if t.state.name == "COMPLETE" else None for t in trials]
             rewards = [r for r, t in zip(rewards, trials) if t.state.name == "COMPLETE"]
             best = outcome.best or {}
-            vs = (outcome.summary.get("vs_zoo") or {}).get(REFERENCE, {})
-            ref = (outcome.summary.get("zoo") or {}).get(REFERENCE, {})
+            vs = (outcome.summary.get("vs_zoo") or {}).get(args.target_like, {})
+            ref = (outcome.summary.get("zoo") or {}).get(args.target_like, {})
             under = [t for t in completed(study) if t.user_attrs["latency_ms"] <= ref.get("latency_ms", -1)]
             runs.append({
                 "run": name, "controller": controller, "seed": seed, "completed": outcome.completed,
@@ -329,7 +329,7 @@ def run(args) -> int:
         r["best_latency_over_target"] = (r["best_latency_ms"] / r["target_ms"] - 1
                                          if r["best_latency_ms"] and r["target_ms"] else None)
 
-    confirm = confirm_challengers(runs, args.confirm_seeds, data, overrides, cache, space) if args.confirm_seeds else {}
+    confirm = confirm_challengers(runs, args.confirm_seeds, data, overrides, cache, space, args.target_like) if args.confirm_seeds else {}
     for r in runs:
         c = confirm.get(r["run"])
         r["confirmed_beats_ref"] = None if c is None else c["beats"]
@@ -347,9 +347,9 @@ def run(args) -> int:
     return 0
 
 
-def confirm_challengers(runs, k, data, overrides, cache, space) -> dict:
-    """Train each run's challenger (its most accurate net at or below MobileNetV3-Small's
-    latency) and MobileNetV3-Small with k other proxy seeds; the verdict on the mean."""
+def confirm_challengers(runs, k, data, overrides, cache, space, reference=REFERENCE) -> dict:
+    """Train each run's challenger (its most accurate net at or below the reference's latency,
+    MobileNetV3-Small by default) and the reference with k other proxy seeds; the verdict on the mean."""
     import dataclasses as dc
 
     from nas.search import proxy_config
@@ -366,7 +366,7 @@ def confirm_challengers(runs, k, data, overrides, cache, space) -> dict:
     if first is None:
         return {}
     geometry = {"resolution": overrides["resolution"], "in_channels": data.in_channels, "num_classes": data.num_classes}
-    ref_spec = dc.replace(zoo(REFERENCE), **geometry)
+    ref_spec = dc.replace(zoo(reference), **geometry)
     ref_mean, ref_std, ref_accs = mean_acc(ref_spec, first["ref_accuracy"])
     out = {"_reference": {"mean": ref_mean, "std": ref_std, "accs": ref_accs}}
     for r in runs:
@@ -440,7 +440,7 @@ def write_outputs(prefix: Path, runs, per, meta) -> None:
              f"{reward} (target: {meta['target_like']} on this table); scored by {scorer}.", "",
              "| controller | best reward (mean ± std) | best net: acc / ms | best net's latency vs target | "
              "trials to random's final best (median) | mean reward, last quarter | trials to 95% of gap | "
-             "beats MNV3-Small at ≤ its latency | confirmed |",
+             f"beats {meta['target_like']} at ≤ its latency | confirmed |",
              "|---|---|---|---|---|---|---|---|---|"]
     for p in per:
         lat = p.get("best_latency_over_target_mean")
@@ -458,7 +458,7 @@ def write_outputs(prefix: Path, runs, per, meta) -> None:
                   f"{meta['random_median_reward']:.4f}. {meta['nets_trained']} distinct nets scored (the shared cache), "
                   f"{meta['seconds'] / 60:.1f} min in all (load average at the end {meta['load_avg_1min_end']:.1f})."]
     if ref:
-        lines.append(f"MobileNetV3-Small over {len(ref['accs'])} proxy seeds: {ref['mean']:.4f} ± {ref['std']:.4f}.")
+        lines.append(f"{meta['target_like']} over {len(ref['accs'])} proxy seeds: {ref['mean']:.4f} ± {ref['std']:.4f}.")
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(prefix.with_suffix(".png"), runs, meta)
