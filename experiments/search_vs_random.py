@@ -1,13 +1,14 @@
 """Standalone proof: are the nets a search finds better than random search's and MobileNetV3's?
 
-Candidates, all at the same latency target (MobileNetV3-Small's on this machine's table):
+Candidates, all at the same latency target (the benchmark's ``--target-like`` net's on this
+machine's table: MobileNetV3-Small on ``small``, MobileNetV3-Large on ``large``):
 
 - each controller's best net from a supernet-scored controllers benchmark
   (``experiments/controllers.py --evaluator supernet``; the run with the highest reward);
 - latency-matched random search: random nets of the space within +-``--band`` (2%) of the
   target latency, as many as the benchmark's trials per run, scored by the same supernet
   (the same evaluation cache), the best taken;
-- MobileNetV3-Small itself.
+- that MobileNetV3 itself.
 
 Each is trained from scratch ``--steps`` steps (default 900 = 3x the search's proxy budget) for
 each of ``--seeds`` and scored on the **test set** once; then the nets are timed end to end
@@ -35,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESULTS = Path(__file__).resolve().parent / "results"
-REFERENCE = "mnv3-small"
+REFERENCE = "mnv3-small"  # when a benchmark does not name its target net
 FIELDS = ("candidate", "arch", "seed", "steps", "test_accuracy", "val_accuracy", "seconds", "diverged")
 
 
@@ -91,10 +92,8 @@ def same_net_key(space, arch: str) -> str:
 
 def pick(args, space, data, latency) -> list[dict]:
     """The candidates: each controller's best, latency-matched random search's best, the reference."""
-    from search_space.supernet import parse_arch
     from experiments.controllers import EvalCache, cached_supernet_evaluator
     from nas.evaluators import SupernetEvaluator
-    from search_space import zoo
 
     names = args.benchmark.split(",")
     benches = [json.loads(Path(b).read_text()) for b in names]
@@ -122,9 +121,9 @@ def pick(args, space, data, latency) -> list[dict]:
             continue
         seen[same_net_key(space, best["arch"])] = best
         out.append(best)
-    out.append({"candidate": REFERENCE, "arch": None, "supernet_score": None, "from": "zoo"})
+    out.append({"candidate": meta.get("target_like", REFERENCE), "arch": None, "supernet_score": None, "from": "zoo"})
     for c in out:
-        spec = zoo(REFERENCE) if c["arch"] is None else space.decode(parse_arch(space, c["arch"]))
+        spec = _spec(space, c)
         c["table_ms"] = latency(spec)
         c["target_ms"] = target
     return out
@@ -152,9 +151,8 @@ def _latency_matched_best(space, data, sn, evaluate, latency, target, band, n, r
 
 
 def train(args, space, data, cands: list[dict], path: Path) -> None:
-    from search_space.supernet import parse_arch
     from nas.proxy import ProxyConfig, build_seeded, evaluate, train_proxy
-    from search_space import build, zoo
+    from search_space import build
     from netadapt.loop import training_spec
 
     done = set()
@@ -173,7 +171,7 @@ def train(args, space, data, cands: list[dict], path: Path) -> None:
     todo = [(c, s) for i, (c, s) in enumerate(jobs) if i % n == k and (_net(c), s) not in done]
     print(f"standalone runs (shard {k}/{n}): {len(todo)} to go", file=sys.stderr)
     for c, seed in todo:
-        base = zoo(REFERENCE) if c["arch"] is None else space.decode(parse_arch(space, c["arch"]))
+        base = _spec(space, c)
         spec = training_spec(base, data, args.resolution)
         cfg = ProxyConfig(steps=args.steps, seed=seed, threads=1, resolution=args.resolution)
         model = build_seeded(lambda: build(spec), seed)
@@ -191,12 +189,10 @@ def train(args, space, data, cands: list[dict], path: Path) -> None:
 
 
 def measure(space, cands: list[dict]) -> None:
-    from search_space.supernet import parse_arch
     from latency.e2e import measure_nets
     from latency.timing import Protocol
-    from search_space import zoo
 
-    specs = [zoo(REFERENCE) if c["arch"] is None else space.decode(parse_arch(space, c["arch"])) for c in cands]
+    specs = [_spec(space, c) for c in cands]
     times = measure_nets(specs, Protocol(), names=[_label(c) for c in cands])
     summary = times.summary()
     for c in cands:
@@ -205,7 +201,15 @@ def measure(space, cands: list[dict]) -> None:
 
 def _net(c: dict) -> str:
     """A candidate's net as the runs CSV names it (its arch code; the reference by name)."""
-    return c["arch"] or REFERENCE
+    return c["arch"] or c["candidate"]
+
+
+def _spec(space, c: dict):
+    """A candidate's net: its arch decoded, or the zoo net it names (the reference)."""
+    from search_space import zoo
+    from search_space.supernet import parse_arch
+
+    return zoo(c["candidate"]) if c["arch"] is None else space.decode(parse_arch(space, c["arch"]))
 
 
 def _label(c: dict) -> str:
@@ -213,12 +217,14 @@ def _label(c: dict) -> str:
 
 
 GROUPS = ("searched (soft reward)", "searched (abs reward)", "random search (soft reward)",
-          "latency-matched random search", "MobileNetV3-Small")
+          "latency-matched random search", "reference (MobileNetV3)")
 
 
 def group_of(name: str) -> str:
     """Which kind of search a candidate name (one of its comma-separated names) comes from."""
-    if name == REFERENCE:
+    from search_space import ZOO_NAMES
+
+    if name in ZOO_NAMES:
         return GROUPS[4]
     if name.startswith("random (latency-matched"):
         return GROUPS[3]
@@ -253,8 +259,9 @@ def report(cands: list[dict], path: Path, prefix: Path) -> dict:
                 and math.isfinite(float(r["test_accuracy"]))]
         table.append({**c, "seeds": len(accs), "test_mean": statistics.mean(accs) if accs else None,
                       "test_std": statistics.stdev(accs) if len(accs) > 1 else None})
-    ref = next((t for t in table if t["candidate"] == REFERENCE), None)
-    lines = ["| net | test accuracy (mean ± std, seeds) | vs MobileNetV3-Small | table ms | measured ms | "
+    ref = next((t for t in table if t["arch"] is None), None)
+    lines = [f"| net | test accuracy (mean ± std, seeds) | vs {ref['candidate'] if ref else 'reference'} | "
+             "table ms | measured ms | "
              "supernet score |", "|---|---|---|---|---|---|"]
     for t in table:
         gap = (100 * (t["test_mean"] - ref["test_mean"]) if ref and ref["test_mean"] is not None
@@ -345,7 +352,9 @@ def main(argv=None) -> int:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     space = load_space(args.space)
     data = load_dataset(args.data)
-    latency = TableLatency(ensure_table(default_table_path(), space, extra_specs=[zoo(REFERENCE)]))
+    refs = {json.loads(Path(b).read_text())["meta"].get("target_like", REFERENCE) for b in args.benchmark.split(",")
+            if Path(b).is_file()}
+    latency = TableLatency(ensure_table(default_table_path(), space, extra_specs=[zoo(r) for r in sorted(refs)]))
     cands_path = Path(args.candidates) if args.candidates else prefix.with_name(prefix.name + "_candidates.json")
     if args.phase in ("pick", "all") or not cands_path.exists():
         cands_path.write_text(json.dumps(pick(args, space, data, latency), indent=1) + "\n")

@@ -76,4 +76,4 @@ def test_groups_split_searched_random_and_reference():
     assert g["searched (soft reward)"]["nets"] == 2 and g["searched (soft reward)"]["best"] == 0.90
     assert abs(g["searched (soft reward)"]["mean"] - 0.89) < 1e-12
     assert g["latency-matched random search"]["nets"] == 2  # the shared net counts in both
-    assert g["MobileNetV3-Small"]["std"] == 0.0 and "random search (soft reward)" not in g
+    assert g["reference (MobileNetV3)"]["std"] == 0.0 and "random search (soft reward)" not in g
