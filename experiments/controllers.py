@@ -340,7 +340,7 @@ def run(args) -> int:
             "target_like": args.target_like, "target_ms": runs[0]["target_ms"], "table": str(table_path),
             "table_cpu": table.meta.get("cpu"), "global_best_reward": global_best, "random_median_reward": base,
             "confirm_seeds": args.confirm_seeds, "confirm": confirm, "evaluator": args.evaluator,
-            "supernet": args.supernet, "reward": args.reward, "beta": args.beta, "random_final_best_median": random_best,
+            "supernet": args.supernet, "out": str(out), "reward": args.reward, "beta": args.beta, "random_final_best_median": random_best,
             "cache_hits": cache.hits, "cache_misses": cache.misses, "seconds": round(time.time() - t_start, 1),
             "nets_trained": len(cache.data), "load_avg_1min_end": os.getloadavg()[0]}
     write_outputs(Path(args.results), runs, per, meta)

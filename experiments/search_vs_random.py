@@ -100,7 +100,9 @@ def pick(args, space, data, latency) -> list[dict]:
     out, target = controller_candidates(list(zip(names, benches)), key=lambda a: same_net_key(space, a),
                                         per_run=args.per_run)
     meta = benches[0]["meta"]
-    cache = EvalCache(Path(args.cache))
+    # the benchmark's own cache (its --out), so the random nets it scored are reused
+    cache = EvalCache(Path(args.cache) if args.cache else
+                      Path(meta.get("out") or RESULTS / "controllers-supernet") / "eval_cache.jsonl")
     sn = SupernetEvaluator.open(meta["supernet"], data, space=space)
     evaluate = cached_supernet_evaluator(cache, sn)
     n = max(int(b["meta"]["trials"]) for b in benches)
@@ -323,8 +325,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--benchmark", required=True,
                    help="JSON of a supernet-scored controllers benchmark (several, comma-separated: one per reward)")
-    p.add_argument("--cache", default=str(RESULTS / "controllers-supernet" / "eval_cache.jsonl"),
-                   help="the benchmark's evaluation cache (random nets scored there are reused)")
+    p.add_argument("--cache", default=None,
+                   help="evaluation cache (default: the benchmark's, in its --out folder; random nets scored "
+                        "there are reused)")
     p.add_argument("--phase", choices=("pick", "train", "measure", "report", "all"), default="all")
     p.add_argument("--space", default="small")
     p.add_argument("--steps", type=int, default=900)
@@ -347,13 +350,19 @@ def main(argv=None) -> int:
     from nas.data import load_dataset
     from nas.search import load_space
     from search_space import zoo
+    from search_space.errors import UserError
 
+    for b in args.benchmark.split(","):
+        if not Path(b).is_file():
+            _fail(f"--benchmark {b!r}: no such file (experiments/controllers.py --evaluator supernet writes it)")
     prefix = Path(args.out)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    space = load_space(args.space)
-    data = load_dataset(args.data)
-    refs = {json.loads(Path(b).read_text())["meta"].get("target_like", REFERENCE) for b in args.benchmark.split(",")
-            if Path(b).is_file()}
+    try:
+        space = load_space(args.space)
+        data = load_dataset(args.data)
+    except UserError as exc:
+        _fail(str(exc))
+    refs = {json.loads(Path(b).read_text())["meta"].get("target_like", REFERENCE) for b in args.benchmark.split(",")}
     latency = TableLatency(ensure_table(default_table_path(), space, extra_specs=[zoo(r) for r in sorted(refs)]))
     cands_path = Path(args.candidates) if args.candidates else prefix.with_name(prefix.name + "_candidates.json")
     if args.phase in ("pick", "all") or not cands_path.exists():

@@ -77,3 +77,21 @@ def test_groups_split_searched_random_and_reference():
     assert abs(g["searched (soft reward)"]["mean"] - 0.89) < 1e-12
     assert g["latency-matched random search"]["nets"] == 2  # the shared net counts in both
     assert g["reference (MobileNetV3)"]["std"] == 0.0 and "random search (soft reward)" not in g
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
+    from experiments.search_vs_random import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--benchmark", str(tmp_path / "missing.json"), "--phase", "report"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing.json" in err and len(err.splitlines()) == 1
+    bench = tmp_path / "b.json"
+    bench.write_text('{"meta": {"target_like": "mnv3-small"}, "runs": []}')
+    with pytest.raises(SystemExit) as exc:
+        main(["--benchmark", str(bench), "--space", "no-such-space", "--phase", "report", "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2 and "no-such-space" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--benchmark", str(bench), "--matched-seeds", "1,1"])
+    assert exc.value.code == 2 and "1,1" in capsys.readouterr().err
