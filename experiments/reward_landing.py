@@ -27,11 +27,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def rewards(target_ms: float) -> dict:
-    from nas.reward import Reward
+    from nas.reward import make_reward
 
-    return {"soft, w -0.15": Reward.soft(target_ms, -0.15), "soft, w -0.07": Reward.soft(target_ms, -0.07),
-            "hard (alpha 0, beta -1)": Reward.hard(target_ms),
-            "abs, beta -0.1": Reward(target_ms, -0.1, -0.1, "abs"), "abs, beta -0.5": Reward(target_ms, -0.5, -0.5, "abs")}
+    return {"soft, w -0.15": make_reward(target_ms, w=-0.15), "soft, w -0.07": make_reward(target_ms, w=-0.07),
+            "hard (alpha 0, beta -1)": make_reward(target_ms, hard=True),
+            "abs, beta -0.1": make_reward(target_ms, form="abs", beta=-0.1),
+            "abs, beta -0.5": make_reward(target_ms, form="abs", beta=-0.5)}
 
 
 def landing(pool: list[tuple[float, float]], target_ms: float) -> list[dict]:
@@ -49,11 +50,14 @@ def read_pool(study_log: Path) -> list[tuple[float, float]]:
 
     import optuna
 
+    from nas.results import completed
+    from nas.search import DEFAULT_STUDY
+
     optuna.logging.set_verbosity(logging.WARNING)
+    # read-only: a plain JournalStorage, not nas.study.open_storage, which repairs (writes) the journal
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(study_log)))
-    study = optuna.load_study(study_name="nas-search", storage=storage)
-    return [(float(t.user_attrs["accuracy"]), float(t.user_attrs["latency_ms"])) for t in study.trials
-            if t.state.name == "COMPLETE" and "accuracy" in t.user_attrs and "latency_ms" in t.user_attrs]
+    study = optuna.load_study(study_name=DEFAULT_STUDY, storage=storage)
+    return [(float(t.user_attrs["accuracy"]), float(t.user_attrs["latency_ms"])) for t in completed(study)]
 
 
 def main(argv=None) -> int:
@@ -75,12 +79,9 @@ def main(argv=None) -> int:
     logs = sorted(Path(args.out).glob("runs/random-s*/study.log"))
     if not logs:
         return fail(f"--out {args.out!r}: no random-sSEED runs there (experiments/controllers.py --controllers random)")
-    rows = []
-    for log in logs:
-        pool = read_pool(log)
-        if not pool:
-            continue
-        rows += [{"run": log.parent.name, "nets": len(pool), **x} for x in landing(pool, target)]
+    pools = {log.parent.name: read_pool(log) for log in logs}
+    pools = {run: pool for run, pool in pools.items() if pool}
+    rows = [{"run": run, "nets": len(pool), **x} for run, pool in pools.items() for x in landing(pool, target)]
     if not rows:
         return fail(f"--out {args.out!r}: the random runs have no completed trials yet")
 
@@ -116,10 +117,10 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    pool = read_pool(logs[0])
-    ax.scatter([ms for _, ms in pool], [100 * a for a, _ in pool], s=4, color="0.75", label=f"{logs[0].parent.name}'s nets")
+    shown, pool = next(iter(pools.items()))
+    ax.scatter([ms for _, ms in pool], [100 * a for a, _ in pool], s=4, color="0.75", label=f"{shown}'s nets")
     for i, name in enumerate(rewards(target)):
-        d = df[(df.reward == name) & (df.run == logs[0].parent.name)]
+        d = df[(df.reward == name) & (df.run == shown)]
         ax.scatter(d.latency_ms, 100 * d.accuracy, s=60, marker="osD^v"[i], color=f"C{i}", label=f"best: {name}")
     ax.axvline(target, color="k", lw=0.8, ls="--", label="target")
     ax.set_xlabel("latency (table ms)")

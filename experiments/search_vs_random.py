@@ -90,15 +90,13 @@ def same_net_key(space, arch: str) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
 
-def pick(args, space, data, latency) -> list[dict]:
+def pick(args, space, data, latency, named: list[tuple[str, dict]]) -> list[dict]:
     """The candidates: each controller's best, latency-matched random search's best, the reference."""
     from experiments.controllers import EvalCache, cached_supernet_evaluator
     from nas.evaluators import SupernetEvaluator
 
-    names = args.benchmark.split(",")
-    benches = [json.loads(Path(b).read_text()) for b in names]
-    out, target = controller_candidates(list(zip(names, benches)), key=lambda a: same_net_key(space, a),
-                                        per_run=args.per_run)
+    out, target = controller_candidates(named, key=lambda a: same_net_key(space, a), per_run=args.per_run)
+    benches = [b for _, b in named]
     meta = benches[0]["meta"]
     # the benchmark's own cache (its --out), so the random nets it scored are reused
     cache = EvalCache(Path(args.cache) if args.cache else
@@ -362,11 +360,12 @@ def main(argv=None) -> int:
         data = load_dataset(args.data)
     except UserError as exc:
         _fail(str(exc))
-    refs = {json.loads(Path(b).read_text())["meta"].get("target_like", REFERENCE) for b in args.benchmark.split(",")}
+    named = [(b, json.loads(Path(b).read_text())) for b in args.benchmark.split(",")]
+    refs = {bench["meta"].get("target_like", REFERENCE) for _, bench in named}
     latency = TableLatency(ensure_table(default_table_path(), space, extra_specs=[zoo(r) for r in sorted(refs)]))
     cands_path = Path(args.candidates) if args.candidates else prefix.with_name(prefix.name + "_candidates.json")
     if args.phase in ("pick", "all") or not cands_path.exists():
-        cands_path.write_text(json.dumps(pick(args, space, data, latency), indent=1) + "\n")
+        cands_path.write_text(json.dumps(pick(args, space, data, latency, named), indent=1) + "\n")
     cands = json.loads(cands_path.read_text())
     runs = prefix.with_suffix(".csv")
     if args.phase in ("train", "all"):
